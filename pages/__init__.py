@@ -1,0 +1,1 @@
+"""Streamlit pages (thin scripts) and the UI helpers they share."""

@@ -1,0 +1,6 @@
+"""Evaluate page (not built yet)."""
+
+import streamlit as st
+
+st.title("Evaluate")
+st.info("This page is not available yet: it arrives with its own issue. Explore the data meanwhile.")

@@ -1,0 +1,69 @@
+import threading
+import time
+
+from utkface_core.jobs import JobRegistry, JobStopped
+
+
+def wait(job, timeout=5.0):
+    end = time.time() + timeout
+    while job.active and time.time() < end:
+        time.sleep(0.01)
+    return job
+
+
+def test_job_runs_off_thread_and_completes_with_result():
+    reg = JobRegistry()
+    caller = threading.get_ident()
+    job = wait(reg.submit("decode", "demo", lambda j: threading.get_ident()))
+    assert job.state == "completed"
+    assert job.result != caller
+
+
+def test_job_failure_is_reported_not_raised():
+    reg = JobRegistry()
+    job = wait(reg.submit("decode", "bad", lambda j: 1 / 0))
+    assert job.state == "failed"
+    assert "ZeroDivisionError" in job.error
+
+
+def test_stop_event_ends_a_job_as_stopped():
+    reg = JobRegistry()
+
+    def work(job):
+        while not job.stop_event.is_set():
+            time.sleep(0.01)
+        raise JobStopped("stopped by user")
+
+    job = reg.submit("decode", "loop", work)
+    time.sleep(0.05)
+    job.stop()
+    assert wait(job).state == "stopped"
+
+
+def test_second_training_job_queues_until_the_first_ends():
+    reg = JobRegistry(limits={"train": 1})
+    gate = threading.Event()
+    first = reg.submit("train", "a", lambda j: gate.wait(5))
+    second = reg.submit("train", "b", lambda j: "done")
+    time.sleep(0.1)
+    assert first.state == "running"
+    assert second.state == "queued"
+    assert reg.queue_position(second) == 1
+    gate.set()
+    assert wait(second).state == "completed"
+
+
+def test_same_key_returns_the_active_job():
+    reg = JobRegistry()
+    gate = threading.Event()
+    a = reg.submit("decode", "x", lambda j: gate.wait(5), key="k")
+    b = reg.submit("decode", "x", lambda j: None, key="k")
+    gate.set()
+    assert a is b
+
+
+def test_latest_finds_a_job_after_reload():
+    reg = JobRegistry()
+    job = wait(reg.submit("train", "t", lambda j: None))
+    assert reg.latest("train") is job
+    assert reg.latest("train", active_only=True) is None

@@ -1,0 +1,72 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from utkface_core.splits import filter_frame, load_split, save_split, split_frame
+
+
+@pytest.fixture
+def frame():
+    rng = np.random.default_rng(0)
+    n = 1000
+    return pd.DataFrame(
+        {
+            "path": [f"/x/{i}.jpg" for i in range(n)],
+            "file": [f"{i}.jpg" for i in range(n)],
+            "age": rng.integers(1, 100, n),
+            "gender": rng.integers(0, 2, n),
+            "race": rng.choice(5, n, p=[0.45, 0.2, 0.15, 0.15, 0.05]),
+        }
+    )
+
+
+def test_filter_by_age_gender_and_race(frame):
+    out = filter_frame(frame, 10, 65, genders=["female"], races=[0, "Asian"])
+    assert out["age"].between(10, 65).all()
+    assert set(out["gender"]) == {1}
+    assert set(out["race"]) <= {0, 2}
+
+
+def test_filter_rejects_unknown_names_and_inverted_range(frame):
+    with pytest.raises(ValueError, match="unknown race"):
+        filter_frame(frame, races=["Martian"])
+    with pytest.raises(ValueError, match="above max_age"):
+        filter_frame(frame, 60, 10)
+
+
+def test_tutorial_split_is_70_30_then_70_30(frame):
+    counts = split_frame(frame, seed=1).value_counts()
+    assert counts["test"] == 300
+    assert counts["valid"] == 210
+    assert counts["train"] == 490
+
+
+def test_split_is_reproducible_by_seed(frame):
+    assert split_frame(frame, seed=3).equals(split_frame(frame, seed=3))
+    assert not split_frame(frame, seed=3).equals(split_frame(frame, seed=4))
+
+
+def test_stratified_split_keeps_the_race_mix(frame):
+    split = split_frame(frame, seed=0, method="stratified")
+    overall = frame["race"].value_counts(normalize=True)
+    test_mix = frame[split == "test"]["race"].value_counts(normalize=True)
+    assert (test_mix - overall).abs().max() < 0.02
+
+
+def test_split_rejects_unknown_method_and_tiny_frames(frame):
+    with pytest.raises(ValueError, match="unknown split method"):
+        split_frame(frame, method="random")
+    with pytest.raises(ValueError, match="at least 10"):
+        split_frame(frame.head(5))
+
+
+def test_saved_split_round_trips(frame, tmp_path):
+    split = split_frame(frame, seed=2)
+    table = load_split(save_split(frame, split, tmp_path / "split.csv"))
+    assert (table["split"].to_numpy() == split.to_numpy()).all()
+
+
+def test_load_split_rejects_other_csv(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not a split file"):
+        load_split(tmp_path / "x.csv")

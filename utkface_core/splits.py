@@ -1,0 +1,102 @@
+"""Filters on labels and seeded train/validation/test splits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from .labels import GENDERS, MAX_AGE, RACES
+
+SPLIT_METHODS = ("tutorial", "stratified")
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+def _codes(values: Iterable[int | str] | None, names: tuple[str, ...], what: str) -> list[int] | None:
+    if values is None:
+        return None
+    codes = []
+    for value in values:
+        if isinstance(value, str):
+            if value not in names:
+                raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(names)}")
+            codes.append(names.index(value))
+        else:
+            if not 0 <= int(value) < len(names):
+                raise ValueError(f"{what} code {value} is out of range 0-{len(names) - 1}")
+            codes.append(int(value))
+    return codes
+
+
+def filter_frame(
+    frame: pd.DataFrame,
+    min_age: int = 0,
+    max_age: int = MAX_AGE,
+    genders: Iterable[int | str] | None = None,
+    races: Iterable[int | str] | None = None,
+) -> pd.DataFrame:
+    """Return the rows with ``min_age <= age <= max_age`` and the given genders and races (names or codes)."""
+    if min_age > max_age:
+        raise ValueError(f"min_age {min_age} is above max_age {max_age}")
+    mask = frame["age"].between(min_age, max_age)
+    gender_codes = _codes(genders, GENDERS, "gender")
+    race_codes = _codes(races, RACES, "race")
+    if gender_codes is not None:
+        mask &= frame["gender"].isin(gender_codes)
+    if race_codes is not None:
+        mask &= frame["race"].isin(race_codes)
+    return frame[mask]
+
+
+def _strata(frame: pd.DataFrame) -> pd.Series:
+    age_bin = pd.cut(frame["age"], bins=[-1, 19, 29, 39, 49, 59, 200], labels=False)
+    key = frame["gender"].astype(str) + "_" + frame["race"].astype(str) + "_" + age_bin.astype(str)
+    # Strata too small to split fall back to gender only.
+    counts = key.map(key.value_counts())
+    return key.where(counts >= 10, frame["gender"].astype(str))
+
+
+def split_frame(frame: pd.DataFrame, seed: int = 0, method: str = "tutorial") -> pd.Series:
+    """Split rows into train/valid/test: 70/30 into (train+valid)/test, then 70/30 into train/valid.
+
+    ``tutorial`` shuffles at random as the tutorial does; ``stratified`` keeps the gender x race x
+    age-band mix equal across the three parts. The same frame and seed always give the same split.
+    """
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"unknown split method {method!r}; choose one of {', '.join(SPLIT_METHODS)}")
+    if len(frame) < 10:
+        raise ValueError(f"only {len(frame)} images: a split needs at least 10; widen the filters")
+    index = np.asarray(frame.index)
+    strata = _strata(frame) if method == "stratified" else None
+    rest, test = train_test_split(index, test_size=0.3, random_state=seed, stratify=strata)
+    rest_strata = _strata(frame.loc[rest]) if method == "stratified" else None
+    train, valid = train_test_split(rest, test_size=0.3, random_state=seed, stratify=rest_strata)
+    split = pd.Series("train", index=frame.index, dtype=object, name="split")
+    split.loc[valid] = "valid"
+    split.loc[test] = "test"
+    return split
+
+
+def save_split(frame: pd.DataFrame, split: pd.Series, path: str | Path) -> Path:
+    """Write the split as CSV (path, file, age, gender, race, split), atomically."""
+    path = Path(path)
+    table = frame[["path", "file", "age", "gender", "race"]].assign(split=split.loc[frame.index].values)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def load_split(path: str | Path) -> pd.DataFrame:
+    """Read a split written by ``save_split``; raise ValueError if it is not one."""
+    table = pd.read_csv(path)
+    missing = {"path", "file", "age", "gender", "race", "split"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path} is not a split file: missing columns {sorted(missing)}")
+    unknown = set(table["split"]) - set(SPLIT_NAMES)
+    if unknown:
+        raise ValueError(f"{path} has unknown split names {sorted(unknown)}")
+    return table
