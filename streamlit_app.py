@@ -14,4 +14,5 @@ pages = [
 ]
 data_sidebar()
 page = st.navigation(pages)
+st.session_state["_shell"] = True
 page.run()

@@ -2,11 +2,15 @@
 
 import streamlit as st
 
-from pages.shared import mirror_to_url, require_data, url_state
+from pages.shared import ensure_shell, job_progress, mirror_to_url, require_data, url_state
 from utkface_core import charts
+from utkface_core.jobs import registry
+from utkface_core.model import PRESET_IMAGE_SIZE
+from utkface_core.workflow import start_decode_job
 from utkface_core.labels import GENDERS, MAX_AGE, RACES
 from utkface_core.splits import filter_frame
 
+ensure_shell()
 st.title("Explore the data")
 source, index = require_data()
 if source.synthetic:
@@ -96,3 +100,34 @@ with tab_quality:
             ],
             key="quality_duplicates",
         )
+
+    st.subheader("Unreadable images")
+    size = PRESET_IMAGE_SIZE["fast"]
+    scan_key = f"decode:{index.root}:{size}:{len(index.frame)}"
+
+    def scan_job():
+        return next((j for j in reversed(registry().jobs("decode")) if j.key == scan_key), None)
+
+    scanning = scan_job() is not None and scan_job().active
+
+    @st.fragment(run_every=1.0 if scanning else None)
+    def decode_panel() -> None:
+        job = scan_job()
+        if job is None:
+            st.caption("Decoding every image finds corrupt, truncated, empty or non-image files. It runs once; training reuses it.")
+            if st.button("Check every image", key="quality_scan", icon=":material/fact_check:"):
+                start_decode_job(index, size)
+                st.rerun()
+            return
+        job_progress(job)
+        if not job.active and scanning:
+            st.rerun()  # stop polling
+        if job.state == "completed":
+            errors = job.result.errors
+            if errors:
+                st.error(f"{len(errors)} image(s) could not be read; they are left out of training.")
+                st.dataframe(errors, key="quality_corrupt")
+            else:
+                st.success(f"All {len(job.result.paths):,} images decode cleanly.")
+
+    decode_panel()

@@ -2,5 +2,8 @@
 
 import streamlit as st
 
+from pages.shared import ensure_shell
+
+ensure_shell()
 st.title("Predict")
 st.info("This page is not available yet: it arrives with its own issue. Explore the data meanwhile.")

@@ -36,6 +36,20 @@ def _archive_source(upload: Any) -> sources.DataSource:
     return source
 
 
+def ensure_shell() -> None:
+    """Run the page inside the app shell (sidebar, navigation).
+
+    On a fresh server, a direct link such as /train makes Streamlit run this page alone in its legacy
+    ``pages/`` mode; switching that mode off and rerunning sends the same URL through ``st.navigation``.
+    """
+    if st.session_state.get("_shell"):
+        return
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
+    st.rerun()
+
+
 def data_sidebar() -> None:
     """Render the shared data-source picker and keep the chosen source and its index in session state."""
     sidebar = st.sidebar

@@ -1,0 +1,122 @@
+"""Run directories: creation, atomic JSON, status, robust listing, deletion, history."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from utkface_core import runs
+from utkface_core.runs import RunError, create_run_dir, delete_run, list_runs, load_run, read_history, write_status
+
+
+@pytest.fixture()
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("UTKFACE_APP_DIR", str(tmp_path / "app"))
+    monkeypatch.setenv("UTKFACE_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def _finished_run(root, name: str, state: str = "completed"):
+    run = create_run_dir(root, name)
+    runs.write_json_atomic(run / "config.json", {"preset": "fast", "image_size": 64})
+    runs.write_json_atomic(run / "metrics.json", {"age_mae": 6.1, "n": 10})
+    write_status(run, state, "done")
+    return run
+
+
+def test_create_run_dir_is_unique_and_under_the_runs_root(root):
+    first = create_run_dir(name="my run/../x")
+    second = create_run_dir(name="my run/../x")
+    assert first != second and first.parent == second.parent == root.resolve()
+    assert first.name.endswith("-my-run-x")
+    with pytest.raises(RunError, match="no usable characters"):
+        create_run_dir(name="///")
+
+
+def test_write_json_atomic_leaves_no_temporary_file(tmp_path):
+    path = runs.write_json_atomic(tmp_path / "x.json", {"a": 1, "b": [1.5]})
+    assert json.loads(path.read_text()) == {"a": 1, "b": [1.5]}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_write_status_records_process_and_rejects_unknown_states(root):
+    run = create_run_dir()
+    status = write_status(run, "running", "epoch 1")
+    assert status["pid"] == os.getpid() and status["host"]
+    with pytest.raises(RunError, match="unknown run state"):
+        write_status(run, "paused")
+
+
+def test_list_runs_reports_finished_runs_with_metrics(root):
+    _finished_run(root, "good")
+    (info,) = list_runs()
+    assert info.state == "completed" and info.metrics["age_mae"] == 6.1
+    assert info.config["preset"] == "fast" and info.error is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda run: (run / "config.json").write_text("{not json"),
+        lambda run: (run / "status.json").write_text(""),
+        lambda run: (run / "status.json").unlink(),
+        lambda run: (run / "config.json").write_bytes(b"\xff\xfe\x00"),
+        lambda run: (run / "status.json").write_text('{"state": "dancing"}'),
+    ],
+)
+def test_damaged_runs_are_listed_as_broken_not_raised(root, damage):
+    run = _finished_run(root, "bad")
+    damage(run)
+    (info,) = list_runs()
+    assert info.state == "broken"
+    assert info.error and ("config.json" in info.error or "status.json" in info.error)
+
+
+def test_failed_run_lists_its_message(root):
+    run = _finished_run(root, "nan", state="failed")
+    write_status(run, "failed", "training diverged: loss=nan")
+    (info,) = list_runs()
+    assert info.state == "failed" and "diverged" in info.error
+
+
+def test_running_run_whose_process_is_gone_is_interrupted(root):
+    run = _finished_run(root, "crashed", state="running")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    status = json.loads((run / "status.json").read_text())
+    status["pid"] = int(dead.stdout)
+    runs.write_json_atomic(run / "status.json", status)
+    assert load_run(run).state == "interrupted"
+
+
+def test_running_run_of_a_live_process_stays_running(root):
+    run = _finished_run(root, "live", state="running")
+    assert load_run(run).state == "running"
+
+
+def test_delete_run_removes_a_run_and_refuses_paths_outside_the_root(root, tmp_path):
+    run = _finished_run(root, "old")
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    with pytest.raises(RunError, match="refusing"):
+        delete_run(outside)
+    with pytest.raises(RunError, match="refusing"):
+        delete_run(run / ".." / "..")
+    with pytest.raises(RunError, match="refusing"):
+        delete_run(root)
+    delete_run(run)
+    assert not run.exists() and outside.exists()
+    assert list_runs() == []
+
+
+def test_read_history_returns_a_frame_or_empty(root):
+    run = _finished_run(root, "h")
+    assert read_history(run).empty
+    pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5]}).to_csv(run / "history.csv", index=False)
+    assert list(read_history(run)["loss"]) == [1.0, 0.5]
+    (run / "history.csv").write_bytes(b"\x00\x01garbage\n\"unterminated")
+    assert isinstance(read_history(run), pd.DataFrame)

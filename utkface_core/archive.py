@@ -1,0 +1,413 @@
+"""Safe import of user-uploaded image archives (.zip, .tar, .tar.gz) into the app data folder."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from . import labels
+from . import paths as app_paths
+
+_CHUNK = 1024 * 1024
+_STALE_TMP_SECONDS = 24 * 3600
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_NOT_ARCHIVE = (
+    "{name} is not a .zip, .tar or .tar.gz archive; upload one of those, or point the app at a folder"
+)
+
+
+class ArchiveError(ValueError):
+    """An archive cannot be imported safely; the message names the member (if any), why, and what to do."""
+
+
+@dataclass
+class ExtractResult:
+    """Where an archive's images were extracted, how many, and the non-image files left out."""
+
+    dest: Path
+    extracted: int
+    skipped: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class _Member:
+    """One archive entry that passed the safety checks and will be written."""
+
+    name: str
+    parts: tuple[str, ...]
+    size: int
+    handle: object
+
+
+def extract_archive(
+    source: Path | BinaryIO | bytes,
+    *,
+    dest_root: Path | None = None,
+    max_members: int = 100_000,
+    max_total_bytes: int = 4 * 1024**3,
+    max_member_bytes: int = 64 * 1024**2,
+) -> ExtractResult:
+    """Extract the images of a .zip/.tar/.tar.gz archive into ``dest_root/<sha256[:16]>`` safely.
+
+    Every member is checked before anything is written (no path traversal, links, devices,
+    member-count or size overruns); real bytes are counted again while writing. Extraction goes
+    to a temporary sibling folder renamed into place, so a failure leaves nothing behind. The
+    same archive extracted again reuses the existing folder. ``max_total_bytes`` counts every
+    file in the archive, ``max_member_bytes`` only the images (other files are never written).
+    """
+    for label, value in (
+        ("max_members", max_members),
+        ("max_total_bytes", max_total_bytes),
+        ("max_member_bytes", max_member_bytes),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    root = Path(dest_root) if dest_root is not None else app_paths.data_subdir("uploads")
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_dirs(root)
+
+    with _open_source(source, root) as (fh, name):
+        digest = _sha256(fh)[:16]
+        dest = root / digest
+        if dest.is_dir():
+            return _reuse(dest)
+        fh.seek(0)
+        with _open_archive(fh, name) as archive:
+            members, skipped = _plan(archive, max_members, max_total_bytes, max_member_bytes)
+            if not members:
+                raise ArchiveError(
+                    f"{name} contains no image files ({', '.join(labels.IMAGE_SUFFIXES)}); "
+                    "upload an archive of UTKFace images"
+                )
+            tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".tmp", dir=root))
+            try:
+                extracted = _write_members(archive, members, tmp, max_total_bytes, max_member_bytes)
+                archive.check_end()
+                try:
+                    os.rename(tmp, dest)
+                except OSError:
+                    # Another session finished extracting the same archive first.
+                    if dest.is_dir():
+                        shutil.rmtree(tmp, ignore_errors=True)
+                        return _reuse(dest)
+                    raise
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    _write_manifest(root / f"{digest}.json", name, extracted, skipped)
+    return ExtractResult(dest=dest, extracted=extracted, skipped=skipped)
+
+
+@contextlib.contextmanager
+def _open_source(source: Path | BinaryIO | bytes, root: Path) -> Iterator[tuple[BinaryIO, str]]:
+    """Yield a seekable binary file for ``source`` and a name to use in messages."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        yield io.BytesIO(bytes(source)), "the upload"
+        return
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            raise ArchiveError(f"{path} is a folder, not an archive; point the app at the folder instead")
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError as exc:
+            raise ArchiveError(f"{path} does not exist; check the path of the archive") from exc
+        with fh:
+            yield fh, path.name
+        return
+    if not hasattr(source, "read"):
+        raise TypeError(f"source must be a path, bytes or a binary file object, got {type(source).__name__}")
+    name = Path(str(getattr(source, "name", "") or "the upload")).name
+    seekable = getattr(source, "seekable", None)
+    if seekable is not None and seekable():
+        source.seek(0)  # an upload object may already have been read by someone else
+        yield source, name
+        return
+    with tempfile.TemporaryFile(dir=root) as spool:
+        shutil.copyfileobj(source, spool, _CHUNK)
+        spool.seek(0)
+        yield spool, name
+
+
+def _sha256(fh: BinaryIO) -> str:
+    fh.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(_CHUNK), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Archive:
+    """Minimal common interface over zip and tar archives."""
+
+    def __init__(self, kind: str, obj: zipfile.ZipFile | tarfile.TarFile, name: str) -> None:
+        self.kind = kind
+        self.obj = obj
+        self.name = name
+
+    def __enter__(self) -> _Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.obj.close()
+
+    def open(self, member: _Member) -> BinaryIO:
+        if self.kind == "zip":
+            return self.obj.open(member.handle)  # type: ignore[arg-type,return-value]
+        reader = self.obj.extractfile(member.handle)  # type: ignore[arg-type,union-attr]
+        if reader is None:
+            raise ArchiveError(f"member {member.name!r} has no file data; re-create the archive")
+        return reader  # type: ignore[return-value]
+
+    def check_end(self) -> None:
+        """Fail if a tar stops without its end-of-archive block (tarfile silently drops what follows)."""
+        if self.kind != "tar":
+            return
+        tar: tarfile.TarFile = self.obj  # type: ignore[assignment]
+        try:
+            # Forward seek only: compressed streams would otherwise decompress again from the start.
+            tar.fileobj.seek(tar.offset)  # type: ignore[union-attr]
+            block = tar.fileobj.read(tarfile.BLOCKSIZE)  # type: ignore[union-attr]
+        except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
+            block = repr(exc).encode()
+        if block != tarfile.NUL * tarfile.BLOCKSIZE:
+            raise ArchiveError(
+                f"{self.name} is truncated or has damaged data after member {tar.members[-1].name!r}; "
+                "re-create or re-download the archive"
+            )
+
+
+def _open_archive(fh: BinaryIO, name: str) -> _Archive:
+    """Open ``fh`` as zip or tar, detected from its content, never from its name."""
+    fh.seek(0)
+    if zipfile.is_zipfile(fh):
+        fh.seek(0)
+        try:
+            return _Archive("zip", zipfile.ZipFile(fh), name)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+            raise ArchiveError(
+                f"{name} looks like a .zip archive but cannot be read ({exc}); re-create the archive"
+            ) from exc
+    fh.seek(0)
+    try:
+        return _Archive("tar", tarfile.open(fileobj=fh, mode="r:*"), name)
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as exc:
+        raise ArchiveError(_NOT_ARCHIVE.format(name=name)) from exc
+
+
+def _members(archive: _Archive) -> Iterator[tuple[str, str, int, object, str | None]]:
+    """Yield (name, kind, declared size, handle, rejection reason) per entry; kind is file/dir/other."""
+    if archive.kind == "zip":
+        for info in archive.obj.infolist():  # type: ignore[union-attr]
+            ftype = stat.S_IFMT(info.external_attr >> 16)
+            reason = None
+            if ftype == stat.S_IFLNK:
+                reason = "is a symbolic link"
+            elif ftype in (stat.S_IFCHR, stat.S_IFBLK):
+                reason = "is a device file"
+            elif ftype in (stat.S_IFIFO, stat.S_IFSOCK):
+                reason = "is a FIFO or socket"
+            elif info.flag_bits & 0x1:
+                reason = "is encrypted (password protected); upload an archive without a password"
+            kind = "dir" if info.is_dir() or ftype == stat.S_IFDIR else "file"
+            yield info.filename, kind, info.file_size, info, reason
+        return
+    tar: tarfile.TarFile = archive.obj  # type: ignore[assignment]
+    try:
+        for info in tar:
+            reason = None
+            if info.issym():
+                reason = f"is a symbolic link (to {info.linkname!r})"
+            elif info.islnk():
+                reason = f"is a hard link (to {info.linkname!r})"
+            elif info.ischr() or info.isblk():
+                reason = "is a device file"
+            elif info.isfifo():
+                reason = "is a FIFO (named pipe)"
+            elif not (info.isreg() or info.isdir()):
+                reason = f"has an unsupported tar member type {info.type!r}"
+            kind = "dir" if info.isdir() else "file"
+            yield info.name, kind, info.size, info, reason
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise ArchiveError(
+            f"{archive.name} is corrupt or truncated ({exc}); re-create or re-download the archive"
+        ) from exc
+
+
+def _safe_parts(name: str) -> tuple[str, ...]:
+    """Split a member name into path components, rejecting anything that could escape the folder."""
+    if "\x00" in name:
+        raise ArchiveError(f"member {name!r} has a NUL character in its name; the archive is not safe to extract")
+    # Backslashes are separators on Windows, so "..\\x" must be treated as a parent reference.
+    norm = name.replace("\\", "/")
+    if norm.startswith("/"):
+        raise ArchiveError(f"member {name!r} has an absolute path; the archive is not safe to extract")
+    if _DRIVE.match(norm):
+        raise ArchiveError(f"member {name!r} has a drive letter; the archive is not safe to extract")
+    parts = tuple(p for p in norm.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise ArchiveError(
+            f"member {name!r} points outside the archive folder ('..'); the archive is not safe to extract"
+        )
+    return parts
+
+
+def _is_hidden(parts: tuple[str, ...]) -> bool:
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def _plan(
+    archive: _Archive, max_members: int, max_total_bytes: int, max_member_bytes: int
+) -> tuple[list[_Member], list[dict]]:
+    """Check every member before anything is written; return the images to write and the skipped files."""
+    members: list[_Member] = []
+    skipped: list[dict] = []
+    seen: set[str] = set()
+    total = 0
+    count = 0
+    for name, kind, size, handle, reason in _members(archive):
+        count += 1
+        if count > max_members:
+            raise ArchiveError(
+                f"{archive.name} has more than {max_members:,} members (the limit); "
+                "split it into smaller archives, or extract it yourself and point the app at the folder"
+            )
+        parts = _safe_parts(name)
+        if reason is not None:
+            raise ArchiveError(f"member {name!r} {reason}; the archive is not safe to extract")
+        if kind == "dir" or not parts:
+            continue
+        total += max(size, 0)
+        if total > max_total_bytes:
+            raise ArchiveError(
+                f"{archive.name} expands to more than {_fmt_bytes(max_total_bytes)} (the limit; "
+                f"reached at member {name!r}); split it into smaller archives, or extract it "
+                "yourself and point the app at the folder"
+            )
+        if _is_hidden(parts):
+            continue
+        rel = "/".join(parts)
+        if Path(rel).suffix.lower() not in labels.IMAGE_SUFFIXES:
+            skipped.append({"file": rel, "reason": "not an image (" + ", ".join(labels.IMAGE_SUFFIXES) + ")"})
+            continue
+        if rel in seen:
+            skipped.append({"file": rel, "reason": "duplicate entry; the first copy was kept"})
+            continue
+        if size > max_member_bytes:
+            raise ArchiveError(
+                f"member {name!r} is {_fmt_bytes(size)}, more than the {_fmt_bytes(max_member_bytes)} "
+                "limit for one image; remove or shrink it and upload again"
+            )
+        seen.add(rel)
+        members.append(_Member(name=name, parts=parts, size=size, handle=handle))
+    return members, skipped
+
+
+def _write_members(
+    archive: _Archive, members: list[_Member], tmp: Path, max_total_bytes: int, max_member_bytes: int
+) -> int:
+    """Write the planned members under ``tmp``, counting real bytes so lying headers cannot overrun."""
+    base = tmp.resolve()
+    total = 0
+    for member in members:
+        target = base.joinpath(*member.parts)
+        if not target.resolve().is_relative_to(base):
+            raise ArchiveError(f"member {member.name!r} points outside the archive folder; not safe to extract")
+        limit = min(member.size, max_member_bytes)
+        written = 0
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            out = open(target, "xb")
+        except OSError as exc:
+            raise ArchiveError(f"could not create {member.name!r} in {tmp.parent}: {exc}") from exc
+        with out:
+            try:
+                reader = archive.open(member)
+            except ArchiveError:
+                raise
+            except (zipfile.BadZipFile, tarfile.TarError, NotImplementedError, RuntimeError, OSError,
+                    EOFError, zlib.error, ValueError) as exc:
+                raise ArchiveError(
+                    f"member {member.name!r} cannot be read ({exc}); re-create the archive with "
+                    "plain (deflate) compression and no password"
+                ) from exc
+            with reader:
+                while True:
+                    try:
+                        chunk = reader.read(_CHUNK)
+                    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error,
+                            ValueError) as exc:
+                        raise ArchiveError(
+                            f"member {member.name!r} is corrupt or truncated ({exc}); "
+                            "re-create or re-download the archive"
+                        ) from exc
+                    if not chunk:
+                        break
+                    written += len(chunk)
+                    total += len(chunk)
+                    if written > limit:
+                        raise ArchiveError(
+                            f"member {member.name!r} holds more data than its header declares "
+                            f"({_fmt_bytes(limit)}); the archive is corrupt or malicious, re-create it"
+                        )
+                    if total > max_total_bytes:
+                        raise ArchiveError(
+                            f"the archive expands to more than {_fmt_bytes(max_total_bytes)} (the limit); "
+                            "split it, or extract it yourself and point the app at the folder"
+                        )
+                    try:
+                        out.write(chunk)
+                    except OSError as exc:
+                        raise ArchiveError(
+                            f"could not write {member.name!r} to {tmp.parent}: {exc}; free some disk space"
+                        ) from exc
+    return len(members)
+
+
+def _write_manifest(path: Path, name: str, extracted: int, skipped: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"source": name, "extracted": extracted, "skipped": skipped}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _reuse(dest: Path) -> ExtractResult:
+    """Describe a folder extracted earlier from the same archive."""
+    manifest = dest.with_name(f"{dest.name}.json")
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+        return ExtractResult(dest=dest, extracted=int(meta["extracted"]), skipped=list(meta["skipped"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        count = sum(1 for p in dest.rglob("*") if p.is_file() and p.suffix.lower() in labels.IMAGE_SUFFIXES)
+        return ExtractResult(dest=dest, extracted=count, skipped=[])
+
+
+def _remove_stale_temp_dirs(root: Path) -> None:
+    """Remove temp folders of extractions killed long ago (a live one is never this old)."""
+    cutoff = time.time() - _STALE_TMP_SECONDS
+    for tmp in root.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.is_dir() and tmp.stat().st_mtime < cutoff:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fmt_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"

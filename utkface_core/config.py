@@ -1,0 +1,152 @@
+"""Training configuration: one flat, typed dataclass with defaults, validation and JSON round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+PRESETS: tuple[str, ...] = ("fast", "tutorial")
+PRESET_IMAGE_SIZE: dict[str, int] = {"fast": 64, "tutorial": 198}
+HEADS: tuple[str, ...] = ("age", "gender", "race")
+SPLIT_METHODS: tuple[str, ...] = ("tutorial", "stratified")
+STRATEGIES: tuple[str, ...] = ("default", "mirrored")
+# The tutorial weighs age 2, race 1.5, gender 1.
+TUTORIAL_LOSS_WEIGHTS: dict[str, float] = {"age": 2.0, "gender": 1.0, "race": 1.5}
+
+
+class ConfigError(ValueError):
+    """A training configuration value is invalid; the message names the field and what to do."""
+
+
+def _default_loss_weights() -> dict[str, float]:
+    return dict(TUTORIAL_LOSS_WEIGHTS)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (except the data itself)."""
+
+    preset: str = "fast"
+    image_size: int | None = None  # None: the preset's default (fast 64, tutorial 198)
+    epochs: int = 30
+    time_budget_s: float | None = None  # stop (and end the LR schedule) after this many seconds
+    batch_size: int = 64
+    learning_rate: float | None = None  # None: the preset's default
+    min_age: int = 10
+    max_age: int = 65
+    loss_weights: dict[str, float] | str = field(default_factory=_default_loss_weights)  # or "auto"
+    seed: int = 0
+    split_method: str = "tutorial"
+    early_stopping_patience: int | None = 8  # epochs without validation improvement; None: off
+    augment: bool = True
+    strategy: str = "default"
+    data_source: str = ""
+    data_fingerprint: str = ""
+
+    def resolved_image_size(self) -> int:
+        """Return the image side in pixels (the preset default when ``image_size`` is None)."""
+        return int(self.image_size) if self.image_size is not None else PRESET_IMAGE_SIZE[self.preset]
+
+    def resolved_learning_rate(self) -> float:
+        """Return the peak learning rate (the preset default when ``learning_rate`` is None)."""
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        return 3e-3 if self.preset == "fast" else 1e-3
+
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError naming the first bad field; return self when all values are valid."""
+
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"TrainConfig.{name} = {getattr(self, name)!r} is invalid: {why}")
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        if self.preset not in PRESETS:
+            raise bad("preset", f"choose one of {list(PRESETS)}")
+        if self.image_size is not None and (not is_int(self.image_size) or not 16 <= self.image_size <= 512):
+            raise bad("image_size", "use an integer between 16 and 512, or None for the preset default")
+        if self.preset == "tutorial" and self.image_size is not None and self.image_size < 160:
+            raise bad("image_size", "the tutorial network needs at least 160 px (it was designed for 198)")
+        if not is_int(self.epochs) or self.epochs < 1:
+            raise bad("epochs", "use an integer >= 1")
+        if self.time_budget_s is not None and (not is_number(self.time_budget_s) or self.time_budget_s <= 0):
+            raise bad("time_budget_s", "use a positive number of seconds, or None for no budget")
+        if not is_int(self.batch_size) or not 1 <= self.batch_size <= 4096:
+            raise bad("batch_size", "use an integer between 1 and 4096")
+        if self.learning_rate is not None and (
+            not is_number(self.learning_rate) or not 0 < self.learning_rate <= 1
+        ):
+            raise bad("learning_rate", "use a number in (0, 1], or None for the preset default")
+        if not is_int(self.min_age) or not 0 <= self.min_age <= 200:
+            raise bad("min_age", "use an integer age in years between 0 and 200")
+        if not is_int(self.max_age) or not 0 < self.max_age <= 200:
+            raise bad("max_age", "use an integer age in years between 1 and 200")
+        if self.min_age > self.max_age:
+            raise bad("min_age", f"it must not exceed max_age ({self.max_age})")
+        self._validate_loss_weights()
+        if not is_int(self.seed) or self.seed < 0:
+            raise bad("seed", "use a non-negative integer")
+        if self.split_method not in SPLIT_METHODS:
+            raise bad("split_method", f"choose one of {list(SPLIT_METHODS)}")
+        if self.early_stopping_patience is not None and (
+            not is_int(self.early_stopping_patience) or self.early_stopping_patience < 1
+        ):
+            raise bad("early_stopping_patience", "use an integer >= 1, or None to turn early stopping off")
+        if not isinstance(self.augment, bool):
+            raise bad("augment", "use True or False")
+        if self.strategy not in STRATEGIES:
+            raise bad("strategy", f"choose one of {list(STRATEGIES)}")
+        if not isinstance(self.data_source, str):
+            raise bad("data_source", "use a string (a folder path or 'demo')")
+        if not isinstance(self.data_fingerprint, str):
+            raise bad("data_fingerprint", "use a string")
+        return self
+
+    def _validate_loss_weights(self) -> None:
+        weights = self.loss_weights
+        if isinstance(weights, str):
+            if weights != "auto":
+                raise ConfigError(
+                    f"TrainConfig.loss_weights = {weights!r} is invalid: use 'auto' or a dict "
+                    f"with keys {list(HEADS)}"
+                )
+            return
+        if not isinstance(weights, dict) or set(weights) != set(HEADS):
+            raise ConfigError(
+                f"TrainConfig.loss_weights = {weights!r} is invalid: use 'auto' or a dict with exactly "
+                f"the keys {list(HEADS)}"
+            )
+        for head, value in weights.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(
+                    f"TrainConfig.loss_weights[{head!r}] = {value!r} is invalid: use a finite number >= 0"
+                )
+        if sum(weights.values()) <= 0:
+            raise ConfigError("TrainConfig.loss_weights are all 0: give at least one head a positive weight")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of all fields."""
+        data = dataclasses.asdict(self)
+        if isinstance(self.loss_weights, dict):
+            data["loss_weights"] = {k: float(v) for k, v in self.loss_weights.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build a config from ``to_dict()`` output; unknown keys raise ConfigError (values are not validated)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a TrainConfig needs a dict, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig keys {unknown}; known keys are {sorted(known)}")
+        values = dict(data)
+        if isinstance(values.get("loss_weights"), dict):
+            values["loss_weights"] = dict(values["loss_weights"])
+        return cls(**values)

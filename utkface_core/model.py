@@ -1,0 +1,136 @@
+"""Network builders: the tutorial's multi-output CNN and a small, fast one; outputs age (years), gender, race."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from utkface_core.config import PRESET_IMAGE_SIZE, PRESETS
+
+OUTPUT_NAMES: tuple[str, ...] = ("age", "gender", "race")
+N_GENDERS = 2
+N_RACES = 5
+
+
+class ModelBuildError(ValueError):
+    """A model could not be built from the given arguments."""
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """How a preset is trained (the network itself comes from ``build_model``)."""
+
+    optimizer: str  # "rmsprop" | "adamw"
+    learning_rate: float
+    weight_decay: float
+    age_loss: str  # "mse" | "huber"; computed on age scaled to 0..1
+    label_smoothing: float
+    lr_schedule: bool  # warm-up + cosine decay over the planned steps / time budget
+    age_floor: bool  # True: age = min_age + sigmoid * (max_age - min_age); False: sigmoid * max_age
+
+
+PRESET_SPECS: dict[str, PresetSpec] = {
+    # The tutorial's recipe: RMSprop at Keras' default rate, MSE on age/max_age, plain cross-entropy.
+    "tutorial": PresetSpec("rmsprop", 1e-3, 0.0, "mse", 0.0, False, False),
+    "fast": PresetSpec("adamw", 3e-3, 1e-4, "huber", 0.05, True, True),
+}
+
+
+def _check(preset: str, image_size: int | None, min_age: float, max_age: float) -> int:
+    if preset not in PRESETS:
+        raise ModelBuildError(f"unknown preset {preset!r}: choose one of {list(PRESETS)}")
+    size = PRESET_IMAGE_SIZE[preset] if image_size is None else image_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
+        raise ModelBuildError(f"image_size {image_size!r} is invalid: use an integer >= 16 or None")
+    if preset == "tutorial" and size < 160:
+        raise ModelBuildError(f"the tutorial network needs image_size >= 160 (got {size}); it was designed for 198")
+    if not 0 <= min_age < max_age:
+        raise ModelBuildError(f"age range {min_age}..{max_age} is invalid: need 0 <= min_age < max_age")
+    return size
+
+
+def _age_head(features, units: int, min_age: float, max_age: float, floor: bool, dropout: float = 0.0):
+    x = layers.Dense(units, activation="relu", name="age_dense")(features)
+    if dropout:
+        x = layers.Dropout(dropout, name="age_dropout")(x)
+    x = layers.Dense(1, activation="sigmoid", name="age_unit")(x)
+    low = float(min_age) if floor else 0.0
+    # A built-in layer keeps the saved model free of custom objects; its output is in years.
+    return layers.Rescaling(scale=float(max_age) - low, offset=low, name="age")(x)
+
+
+def _class_head(features, name: str, units: int, classes: int, dropout: float = 0.0):
+    x = layers.Dense(units, activation="relu", name=f"{name}_dense")(features)
+    if dropout:
+        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return layers.Dense(classes, activation="softmax", name=name)(x)
+
+
+def _tutorial_body(x):
+    x = layers.Conv2D(32, 3, activation="relu", name="conv1")(x)
+    for i, filters in enumerate((64, 96, 128, 160, 192), start=2):
+        x = layers.Conv2D(filters, 3, activation="relu", name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    return layers.GlobalMaxPooling2D(name="features")(x)
+
+
+def _conv_bn(x, filters: int, name: str, strides: int = 1, separable: bool = False):
+    if separable:
+        x = layers.SeparableConv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=name)(x)
+    else:
+        x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+FAST_STAGES: tuple[tuple[int, int], ...] = ((32, 1), (64, 2), (128, 2), (256, 2))  # (filters, convs) per stage
+
+
+def _fast_body(x, stages: tuple[tuple[int, int], ...] | None = None):
+    # Plain 3x3 convs on a stride-2 stem: at 64 px on CPU they beat depthwise-separable ones per second
+    # (see the design notes in the report); one pooling per stage keeps the compute front-loaded small.
+    stages = FAST_STAGES if stages is None else stages
+    x = _conv_bn(x, stages[0][0], "stem", strides=2)
+    for s, (filters, convs) in enumerate(stages):
+        for c in range(convs):
+            x = _conv_bn(x, filters, f"s{s}c{c}")
+        if s < len(stages) - 1:
+            x = layers.MaxPooling2D(2, name=f"s{s}_pool")(x)
+    return layers.GlobalAveragePooling2D(name="features")(x)
+
+
+def build_model(
+    preset: str,
+    image_size: int | None = None,
+    max_age: float = 116.0,
+    *,
+    min_age: float = 0.0,
+) -> keras.Model:
+    """Build a functional model: float RGB 0..255 in, dict {age (N,1) years, gender (N,2), race (N,5)} out.
+
+    ``tutorial`` predicts ``sigmoid * max_age``; ``fast`` predicts ``min_age + sigmoid * (max_age - min_age)``.
+    """
+    size = _check(preset, image_size, float(min_age), float(max_age))
+    spec = PRESET_SPECS[preset]
+    inputs = keras.Input(shape=(size, size, 3), dtype="float32", name="image")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    if preset == "tutorial":
+        features = _tutorial_body(x)
+        age = _age_head(features, 128, min_age, max_age, spec.age_floor)
+        gender = _class_head(features, "gender", 128, N_GENDERS)
+        race = _class_head(features, "race", 128, N_RACES)
+    else:
+        features = _fast_body(x)
+        features = layers.Dropout(0.2, name="features_dropout")(features)
+        age = _age_head(features, 64, min_age, max_age, spec.age_floor)
+        gender = _class_head(features, "gender", 64, N_GENDERS)
+        race = _class_head(features, "race", 64, N_RACES)
+    return keras.Model(inputs, {"age": age, "gender": gender, "race": race}, name=f"utkface_{preset}")
+
+
+def age_range_of(preset: str, min_age: float, max_age: float) -> tuple[float, float]:
+    """Return the (low, high) years the preset's age output spans for a training age range."""
+    return (float(min_age), float(max_age)) if PRESET_SPECS[preset].age_floor else (0.0, float(max_age))

@@ -1,0 +1,128 @@
+"""tf.data input pipeline over a (possibly memory-mapped) uint8 image array, with on-the-fly augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+N_GENDERS = 2
+N_RACES = 5
+
+
+class PipelineError(ValueError):
+    """The arrays given to ``make_dataset`` do not fit together."""
+
+
+def _check(images, indices, ages, genders, races, batch_size) -> np.ndarray:
+    if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
+        raise PipelineError(f"images must have shape (N, S, S, 3), got {images.shape}")
+    if images.dtype != np.uint8:
+        raise PipelineError(f"images must be uint8, got {images.dtype}")
+    n = images.shape[0]
+    for name, arr in (("ages", ages), ("genders", genders), ("races", races)):
+        if len(arr) != n:
+            raise PipelineError(f"{name} has {len(arr)} entries but images has {n}: they must align row by row")
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size == 0:
+        raise PipelineError("indices is empty: a dataset needs at least one image")
+    if idx.min() < 0 or idx.max() >= n:
+        raise PipelineError(f"indices must lie in [0, {n}), got values from {idx.min()} to {idx.max()}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise PipelineError(f"batch_size must be a positive integer, got {batch_size!r}")
+    g, r = np.asarray(genders), np.asarray(races)
+    if g.min() < 0 or g.max() >= N_GENDERS or r.min() < 0 or r.max() >= N_RACES:
+        raise PipelineError("genders must be in 0..1 and races in 0..4")
+    return idx
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, max_shift: float = 0.08, max_zoom: float = 0.1) -> tf.Tensor:
+    """Randomly flip, shift, zoom and brighten a float32 batch (B,S,S,3) in 0..255 (stateless, seeded)."""
+    batch = tf.shape(images)[0]
+    size = tf.shape(images)[1]
+    seeds = tf.random.experimental.stateless_split(seed, num=5)
+    flip = tf.random.stateless_uniform([batch], seeds[0]) < 0.5
+    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    # One crop_and_resize call does shift and zoom for the whole batch.
+    scale = 1.0 - tf.random.stateless_uniform([batch], seeds[1], 0.0, max_zoom)
+    dy = tf.random.stateless_uniform([batch], seeds[2], -max_shift, max_shift)
+    dx = tf.random.stateless_uniform([batch], seeds[3], -max_shift, max_shift)
+    y0 = (1.0 - scale) / 2.0 + dy
+    x0 = (1.0 - scale) / 2.0 + dx
+    boxes = tf.stack([y0, x0, y0 + scale, x0 + scale], axis=1)
+    images = tf.image.crop_and_resize(
+        images, boxes, tf.range(batch), tf.stack([size, size]), extrapolation_value=0.0
+    )
+    gain = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[4], 0.8, 1.2)
+    return tf.clip_by_value(images * gain, 0.0, 255.0)
+
+
+def make_dataset(
+    images: np.ndarray,
+    indices: np.ndarray,
+    ages: np.ndarray,
+    genders: np.ndarray,
+    races: np.ndarray,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int = 0,
+    augment: bool = False,
+) -> tf.data.Dataset:
+    """Return batches ({image float32 0..255}, {"age" (B,1) years, "gender" (B,2), "race" (B,5) one-hot}).
+
+    Only the rows of a batch are read from ``images`` (a memmap stays on disk). ``training`` reshuffles every
+    epoch (seeded); ``augment`` applies only when training.
+    """
+    idx = _check(images, indices, ages, genders, races, batch_size)
+    size = images.shape[1]
+    ages_arr = np.asarray(ages, dtype=np.float32)
+    genders_arr = np.asarray(genders, dtype=np.int64)
+    races_arr = np.asarray(races, dtype=np.int64)
+
+    def gather(batch_idx: np.ndarray):
+        order = np.sort(batch_idx)  # ascending reads are kinder to a memmap; labels follow the same order
+        return (
+            np.ascontiguousarray(images[order]),
+            ages_arr[order],
+            genders_arr[order],
+            races_arr[order],
+        )
+
+    ds = tf.data.Dataset.from_tensor_slices(idx)
+    if training:
+        ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def load(batch_idx):
+        image, age, gender, race = tf.numpy_function(
+            gather, [batch_idx], [tf.uint8, tf.float32, tf.int64, tf.int64], stateful=False
+        )
+        image = tf.ensure_shape(image, [None, size, size, 3])
+        age = tf.ensure_shape(age, [None])
+        gender = tf.ensure_shape(gender, [None])
+        race = tf.ensure_shape(race, [None])
+        return image, age, gender, race
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def to_model(image, age, gender, race):
+        targets = {
+            "age": tf.reshape(age, [-1, 1]),
+            "gender": tf.one_hot(gender, N_GENDERS, dtype=tf.float32),
+            "race": tf.one_hot(race, N_RACES, dtype=tf.float32),
+        }
+        return tf.cast(image, tf.float32), targets
+
+    if training and augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def finish(batch, pair):
+            image, targets = to_model(*batch)
+            return augment_batch(image, pair), targets
+
+        ds = tf.data.Dataset.zip((ds, seeds))
+    else:
+        finish = to_model
+
+    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,232 @@
+"""From a data source to a training run: index, filter, decode once, split, train. Shared by the CLI, the pages and benchmarks."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .dataset import DatasetIndex, index_folder
+from .splits import filter_frame, split_frame
+
+Report = Callable[[dict], None]
+
+
+class RowView:
+    """Selected rows of a (memory-mapped) image array, read lazily: nothing is copied until indexed."""
+
+    def __init__(self, base: np.ndarray, rows: np.ndarray) -> None:
+        self.base = base
+        self.rows = np.asarray(rows, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.base.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.base.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.base.ndim
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        picked = self.rows[key]
+        if np.ndim(picked) == 0:
+            return np.asarray(self.base[int(picked)])
+        # Sorted reads are much faster on a memory map; restore the asked order afterwards.
+        order = np.argsort(picked, kind="stable")
+        out = np.empty((len(picked), *self.base.shape[1:]), dtype=self.base.dtype)
+        out[order] = self.base[picked[order]]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[np.arange(len(self.rows))]
+        return out.astype(dtype) if dtype is not None else out
+
+
+@dataclass
+class TrainingData:
+    """Everything ``trainer.train`` needs, plus what was left out and why."""
+
+    root: Path
+    index: DatasetIndex
+    frame: pd.DataFrame  # rows in the age range that decoded, index 0..n-1
+    images: RowView  # aligned with frame
+    split: pd.Series  # train/valid/test, aligned with frame
+    excluded: list[dict]  # images that could not be decoded
+    fingerprint: str
+
+
+def resolve_data_dir(data: str | Path) -> Path:
+    """``"demo"`` gives the synthetic demo folder (generated if needed); anything else must be a folder."""
+    from .sources import demo_source, folder_source
+
+    if str(data) == "demo":
+        return demo_source().path
+    return folder_source(data).path
+
+
+def prepare_training_data(
+    data: str | Path,
+    *,
+    image_size: int,
+    min_age: int,
+    max_age: int,
+    seed: int = 0,
+    split_method: str = "tutorial",
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> TrainingData:
+    """Index ``data``, decode every image once at ``image_size`` (cached on disk), filter to the age range and split."""
+    from .imagecache import build_image_cache
+
+    root = resolve_data_dir(data)
+    index = index_folder(root)
+    # Decode the whole kept set, not the filtered rows, so other age ranges reuse the same cache.
+    all_paths = index.frame["path"].tolist()
+    cache = build_image_cache(all_paths, image_size, progress=progress, stop=stop)
+    row_of = {path: i for i, path in enumerate(all_paths)}
+    frame = filter_frame(index.frame, min_age, max_age).reset_index(drop=True)
+    rows = frame["path"].map(row_of).to_numpy()
+    ok = cache.ok[rows]
+    bad = set(frame["path"][~ok])
+    excluded = [e for e in cache.errors if e.get("file") in bad or str(Path(root) / str(e.get("file"))) in bad]
+    frame = frame[ok].reset_index(drop=True)
+    rows = rows[ok]
+    if len(frame) < 10:
+        raise ValueError(
+            f"only {len(frame)} usable images with ages {min_age}-{max_age} in {root}: widen the age range or pick another data set"
+        )
+    split = split_frame(frame, seed=seed, method=split_method)
+    return TrainingData(root, index, frame, RowView(cache.images, rows), split, excluded, index.fingerprint())
+
+
+def run_training(
+    config: Any,
+    data: str | Path,
+    run_dir: str | Path | None = None,
+    *,
+    report: Report | None = None,
+    stop_event: threading.Event | None = None,
+    loss_weights: Any = None,
+) -> Any:
+    """Prepare the data for ``config`` and train into ``run_dir`` (a new run folder when None); return the TrainResult."""
+    from . import runs
+    from .trainer import train
+
+    config.validate()
+    emit = report or (lambda event: None)
+
+    def decoded(done: int, total: int) -> None:
+        emit({"kind": "decode", "done": done, "total": total})
+
+    prepared = prepare_training_data(
+        data,
+        image_size=config.resolved_image_size(),
+        min_age=config.min_age,
+        max_age=config.max_age,
+        seed=config.seed,
+        split_method=config.split_method,
+        progress=decoded,
+        stop=stop_event,
+    )
+    config = dataclasses.replace(config, data_source=str(data), data_fingerprint=prepared.fingerprint)
+    run_dir = Path(run_dir) if run_dir is not None else runs.create_run_dir()
+    if prepared.excluded:
+        emit({"kind": "status", "message": f"{len(prepared.excluded)} images could not be decoded and were left out"})
+    return train(
+        config,
+        prepared.images,
+        prepared.frame,
+        prepared.split,
+        run_dir,
+        report=report,
+        stop_event=stop_event,
+        loss_weights=loss_weights,
+    )
+
+
+def start_training_job(config: Any, data: str | Path, *, label: str | None = None, registry: Any = None) -> Any:
+    """Queue a training job in the background job registry; returns the Job.
+
+    ``job.extra`` holds ``weights`` (the live LossWeights: ``set`` them while it runs), ``run_dir`` and
+    ``config``; epoch events (``job.events``) carry the per-head logs for live curves.
+    """
+    import time
+
+    from . import runs
+    from .jobs import registry as default_registry
+    from .lossweights import LossWeights
+
+    config.validate()
+    weights = LossWeights(config.loss_weights)
+    run_dir = runs.create_run_dir()
+    registry = registry or default_registry()
+
+    def work(job: Any) -> Any:
+        started = time.monotonic()
+
+        def report(event: dict) -> None:
+            kind = event.get("kind")
+            if kind == "decode":
+                job.report(0.0, f"decoding images {event['done']:,}/{event['total']:,} (once; cached for later runs)")
+            elif kind == "batch":
+                steps = max(1, event["steps"])
+                done = (event["epoch"] * steps + event["batch"] + 1) / (config.epochs * steps)
+                if config.time_budget_s:
+                    done = max(done, (time.monotonic() - started) / config.time_budget_s)
+                eta = event.get("eta_s")
+                eta_text = f" · ETA {eta:,.0f} s" if eta is not None else ""
+                job.report(
+                    done,
+                    f"epoch {event['epoch'] + 1}/{config.epochs} · batch {event['batch'] + 1}/{steps}"
+                    f" · {event['images_per_s']:,.0f} images/s{eta_text}",
+                )
+            elif kind == "epoch":
+                job.report(event=event)
+            elif kind == "status" and event.get("message"):
+                job.report(message=event["message"])
+
+        result = run_training(config, data, run_dir, report=report, stop_event=job.stop_event, loss_weights=weights)
+        if result.state == "failed":
+            raise RuntimeError(result.message)
+        job.report(message=result.message)
+        return result
+
+    return registry.submit(
+        "train",
+        label or f"Training {config.preset} on {data}",
+        work,
+        extra={"weights": weights, "run_dir": run_dir, "config": config},
+    )
+
+
+def start_decode_job(index: DatasetIndex, size: int, *, registry: Any = None) -> Any:
+    """Decode every kept image of ``index`` into the on-disk cache in the background; the job's result is the ImageCache.
+
+    The same cache serves training at that image size, so this work is done once.
+    """
+    from .imagecache import build_image_cache
+    from .jobs import registry as default_registry
+
+    paths = index.frame["path"].tolist()
+    registry = registry or default_registry()
+
+    def work(job: Any) -> Any:
+        def progress(done: int, total: int) -> None:
+            job.report(done / max(total, 1), f"decoded {done:,}/{total:,} images")
+
+        return build_image_cache(paths, size, progress=progress, stop=job.stop_event)
+
+    return registry.submit("decode", f"Checking {len(paths):,} images", work, key=f"decode:{index.root}:{size}:{len(paths)}")
