@@ -36,18 +36,28 @@ def _archive_source(upload: Any) -> sources.DataSource:
     return source
 
 
-def ensure_shell() -> None:
-    """Run the page inside the app shell (sidebar, navigation).
+def leave_legacy_pages_mode() -> None:
+    """Rerun through ``st.navigation`` if Streamlit started this run in its legacy ``pages/`` mode.
 
-    On a fresh server, a direct link such as /train makes Streamlit run this page alone in its legacy
-    ``pages/`` mode; switching that mode off and rerunning sends the same URL through ``st.navigation``.
+    Until a server's first ``st.navigation`` call, Streamlit treats ``pages/`` as auto-discovered pages:
+    the first run would show the wrong menu (or a page without the sidebar on a direct link such as
+    /train) and widget values set during it would be lost on the next run.
     """
-    if st.session_state.get("_shell"):
-        return
     from streamlit.runtime.pages_manager import PagesManager
 
-    PagesManager.uses_pages_directory = False
-    st.rerun()
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        # Only a session's first run needs the rerun; later ones (AppTest resets the flag on every
+        # run) would lose a button click to it.
+        if not st.session_state.get("_shell"):
+            st.rerun()
+
+
+def ensure_shell() -> None:
+    """Run the page inside the app shell (sidebar, navigation), even when opened by a direct link."""
+    leave_legacy_pages_mode()
+    if not st.session_state.get("_shell"):
+        st.rerun()
 
 
 def data_sidebar() -> None:
@@ -148,3 +158,77 @@ def job_progress(job: Job) -> None:
         st.error(f"{job.label} failed: {job.error}")
     elif job.state == "stopped":
         st.warning(f"{job.label} was stopped. {job.message}")
+
+
+# --- trained runs (Evaluate and Predict pages) ----------------------------------------------------
+
+USABLE_RUN_STATES = ("completed", "stopped")
+MAX_UPLOAD_MB = 25
+
+
+def model_runs() -> list:
+    """Runs that finished (completed, or stopped with their best weights) and hold a model, newest first."""
+    from utkface_core import runs
+
+    return [r for r in runs.list_runs() if r.has_model and r.state in USABLE_RUN_STATES]
+
+
+def run_label(run: Any) -> str:
+    """A one-line description of a run for pickers: name, state, preset, data, held-out metrics."""
+    metrics = run.metrics or {}
+    parts = [run.name]
+    if run.state != "completed":
+        parts.append(run.state)
+    source = (run.config.get("data") or {}).get("source")
+    if source:
+        parts.append("demo data" if source == "demo" else os.path.basename(str(source).rstrip("/")) or str(source))
+    if metrics.get("age_mae") is not None:
+        parts.append(f"MAE {metrics['age_mae']:.1f}")
+    if metrics.get("race_accuracy") is not None:
+        parts.append(f"race {metrics['race_accuracy']:.0%}")
+    return " · ".join(parts)
+
+
+def pick_run(container: Any, key: str, label: str, all_runs: list, *, param: str = "run") -> Any:
+    """A URL-mirrored selectbox of runs (``?param=NAME``); return the chosen RunInfo.
+
+    A stale choice (a run deleted since) or an unknown name in the URL falls back to the newest run.
+    """
+    names = [r.name for r in all_runs]
+    by_name = {r.name: r for r in all_runs}
+    url_state(key, param, lambda text: text if text in by_name else _unknown_run(text), names[0])
+    if st.session_state.get(key) not in by_name:
+        st.session_state[key] = names[0]
+    name = container.selectbox(label, names, key=key, format_func=lambda n: run_label(by_name[n]))
+    mirror_to_url({key: (param, name)})
+    return by_name[name]
+
+
+def _unknown_run(name: str) -> str:
+    st.toast(f"Run {name!r} from the link was not found; showing the newest run.", icon=":material/warning:")
+    raise ValueError(name)
+
+
+def no_runs_message(what: str) -> None:
+    """Tell the user there is no trained model yet and link to the Train page; stop the page."""
+    st.info(f"No trained model yet. {what} needs a finished training run: train one on the Train page "
+            "(the fast preset on the demo data takes about a minute).", icon=":material/info:")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+
+def upload_problem(name: str, size: int, limit_mb: int = MAX_UPLOAD_MB) -> str | None:
+    """Why an upload cannot be used before decoding it (empty or over the size limit), or None."""
+    if size <= 0:
+        return f"{name} is empty (0 bytes): upload the image again."
+    if size > limit_mb * 1024 * 1024:
+        return f"{name} is {size / 1024 / 1024:.1f} MB, over the {limit_mb} MB limit: downscale or compress it first."
+    return None
+
+
+def model_mtime(run: Any) -> int:
+    """Modification time (ns) of a run's model.keras: part of every cache key, so a retrained model is reloaded."""
+    try:
+        return (run.path / "model.keras").stat().st_mtime_ns
+    except OSError:
+        return 0

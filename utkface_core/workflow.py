@@ -98,7 +98,7 @@ def prepare_training_data(
     cache = build_image_cache(all_paths, image_size, progress=progress, stop=stop)
     row_of = {path: i for i, path in enumerate(all_paths)}
     frame = filter_frame(index.frame, min_age, max_age).reset_index(drop=True)
-    rows = frame["path"].map(row_of).to_numpy()
+    rows = frame["path"].map(row_of).to_numpy(dtype=np.int64)
     ok = cache.ok[rows]
     bad = set(frame["path"][~ok])
     excluded = [e for e in cache.errors if e.get("file") in bad or str(Path(root) / str(e.get("file"))) in bad]

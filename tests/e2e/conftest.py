@@ -35,6 +35,11 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
 
 
+def wait_for_app_run(page, timeout: float = 120_000) -> None:
+    """Wait until the app's script run is over (as Streamlit's own e2e tests do) before interacting."""
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -20,7 +20,7 @@ def test_training_progress_curves_live_weight_and_stop(page, app_url):
     for step in range(1, 6):
         thumb.focus()
         page.keyboard.press("ArrowLeft")
-        expect(thumb).to_have_attribute("aria-valuenow", f"{1.0 - step / 10:g}", timeout=30_000)
+        expect(thumb).to_have_attribute("aria-valuetext", f"{1.0 - step / 10:.2f}", timeout=30_000)
     expect(page).to_have_url(re.compile(r"w=2%2C0\.5%2C1\.5|w=2,0\.5,1\.5"), timeout=30_000)
     expect(page.get_by_text(re.compile(r"Weights in force \(fixed\): age 2\.00 · gender 0\.50"))).to_be_visible(timeout=30_000)
 
