@@ -5,7 +5,7 @@ import streamlit as st
 from pages.shared import ensure_shell, job_progress, mirror_to_url, require_data, url_state
 from utkface_core import charts
 from utkface_core.jobs import registry
-from utkface_core.model import PRESET_IMAGE_SIZE
+from utkface_core.config import PRESET_IMAGE_SIZE
 from utkface_core.workflow import start_decode_job
 from utkface_core.labels import GENDERS, MAX_AGE, RACES
 from utkface_core.splits import filter_frame

@@ -8,7 +8,7 @@ from utkface_core.config import TrainConfig
 from utkface_core.jobs import registry
 from utkface_core.labels import MAX_AGE
 from utkface_core.lossweights import DEFAULT_WEIGHTS, HEADS
-from utkface_core.model import PRESET_IMAGE_SIZE
+from utkface_core.config import PRESET_IMAGE_SIZE
 from utkface_core.paths import runs_dir
 from utkface_core.workflow import start_training_job
 
@@ -86,6 +86,9 @@ mirror_to_url(
     }
 )
 
+if running:
+    st.info("A training is running on this server (one at a time, shared by all its users): "
+            "watch it below, move the weight sliders, or stop it.", icon=":material/hourglass_top:")
 b1, b2, _ = st.columns([1, 1, 4])
 if b1.button("Start training", key="train_start", type="primary", disabled=running, icon=":material/play_arrow:"):
     config = TrainConfig(
@@ -165,6 +168,11 @@ picked = st.dataframe(table, key="train_runs_table", on_select="rerun", selectio
 chosen = [all_runs[i] for i in picked.selection.rows]
 if chosen:
     histories = {r.name: runs.read_history(r.path) for r in chosen}
+    st.dataframe(
+        [{"run": r.name, **{k: (r.metrics or {}).get(k) for k in ("age_mae", "gender_accuracy", "race_accuracy", "n", "best_epoch", "wall_time_s")},
+          "weights": r.config.get("loss_weights"), "image size": r.config.get("image_size")} for r in chosen],
+        key="train_compare_table", hide_index=True,
+    )
     cols = st.columns(3)
     for col, metric in zip(cols, charts.CURVES):
         col.plotly_chart(charts.compare_curves(histories, metric), key=f"compare_{metric}")

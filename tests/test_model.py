@@ -46,8 +46,8 @@ def test_fast_preset_outputs_named_heads_with_shapes():
     assert tuple(model.inputs[0].shape) == (None, 32, 32, 3)
 
 
-def test_fast_preset_default_size_is_64():
-    assert tuple(build_model("fast").inputs[0].shape) == (None, 64, 64, 3)
+def test_fast_preset_default_size_is_48():
+    assert tuple(build_model("fast").inputs[0].shape) == (None, 48, 48, 3)
 
 
 def test_tutorial_preset_is_the_tutorial_network_at_198():

@@ -328,7 +328,7 @@ def test_config_validation_names_the_bad_field(field, value):
 def test_config_round_trips_and_rejects_unknown_keys():
     config = TrainConfig(preset="tutorial", loss_weights="auto", time_budget_s=90.0)
     assert TrainConfig.from_dict(config.to_dict()) == config
-    assert config.resolved_image_size() == 198 and TrainConfig().resolved_image_size() == 64
+    assert config.resolved_image_size() == 198 and TrainConfig().resolved_image_size() == 48
     with pytest.raises(ConfigError, match="unknown TrainConfig keys \\['colour'\\]"):
         TrainConfig.from_dict({**config.to_dict(), "colour": "red"})
 

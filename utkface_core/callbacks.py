@@ -165,6 +165,12 @@ class ProgressCallback(keras.callbacks.Callback):
             }
         )
 
+    def on_test_batch_begin(self, batch, logs=None):
+        # Validation of a big network can take minutes: a stop request cuts it short too.
+        self._check_stop()
+        if self.stopped_by_request:
+            self.model.stop_evaluating = True
+
     def on_epoch_end(self, epoch, logs=None):
         values = _floats(logs)
         weights = {h: values[f"w_{h}"] for h in HEADS if f"w_{h}" in values}
@@ -281,18 +287,19 @@ class BudgetCosineSchedule(keras.callbacks.Callback):
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Save the inference network atomically to ``path`` whenever ``validation_score`` improves."""
+    """Save the inference network atomically to ``path`` whenever ``validation_score`` improves (unless ``skip()``)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, skip: Callable[[], bool] | None = None):
         super().__init__()
         self.path = Path(path)
+        self.skip = skip  # e.g. after a stop request, when validation was cut short
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.best_logs: dict[str, float] = {}
 
     def on_epoch_end(self, epoch, logs=None):
         score = validation_score(logs)
-        if score is None:
+        if score is None or (self.skip is not None and self.skip()):
             return
         if self.best is None or score < self.best:
             save_model_atomic(_inference_net(self.model), self.path)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PRESETS: tuple[str, ...] = ("fast", "tutorial")
-PRESET_IMAGE_SIZE: dict[str, int] = {"fast": 64, "tutorial": 198}
+PRESET_IMAGE_SIZE: dict[str, int] = {"fast": 48, "tutorial": 198}
+PRESET_LEARNING_RATE: dict[str, float] = {"fast": 3e-3, "tutorial": 1e-3}
 HEADS: tuple[str, ...] = ("age", "gender", "race")
 SPLIT_METHODS: tuple[str, ...] = ("tutorial", "stratified")
 STRATEGIES: tuple[str, ...] = ("default", "mirrored")
@@ -29,7 +30,7 @@ class TrainConfig:
     """Everything that determines a training run (except the data itself)."""
 
     preset: str = "fast"
-    image_size: int | None = None  # None: the preset's default (fast 64, tutorial 198)
+    image_size: int | None = None  # None: the preset's default (fast 48, tutorial 198)
     epochs: int = 30
     time_budget_s: float | None = None  # stop (and end the LR schedule) after this many seconds
     batch_size: int = 64
@@ -53,7 +54,7 @@ class TrainConfig:
         """Return the peak learning rate (the preset default when ``learning_rate`` is None)."""
         if self.learning_rate is not None:
             return float(self.learning_rate)
-        return 3e-3 if self.preset == "fast" else 1e-3
+        return PRESET_LEARNING_RATE[self.preset]
 
     def validate(self) -> "TrainConfig":
         """Raise ConfigError naming the first bad field; return self when all values are valid."""

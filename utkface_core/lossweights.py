@@ -12,6 +12,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 HEADS: tuple[str, ...] = ("age", "gender", "race")
@@ -170,8 +171,6 @@ class MultiTaskModel(keras.Model):
         self.log_vars = self.add_weight(shape=(n,), initializer="zeros", trainable=True, name="log_vars")
         self.auto_flag = self.add_weight(shape=(), initializer="zeros", trainable=False, name="auto_flag")
         self.loss_weights_ref = loss_weights
-        import tensorflow as tf
-
         strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
         loss_weights.bind(self.fixed_weights, self.log_vars, self.auto_flag, strategy)
         self.head_trackers = [keras.metrics.Mean(name=f"{h}_loss") for h in HEADS]
@@ -194,8 +193,6 @@ class MultiTaskModel(keras.Model):
         ]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):  # noqa: D102
-        import tensorflow as tf
-
         losses = ops.stack(self.head_losses(y, y_pred))
         auto = self.auto_flag
         effective = (1.0 - auto) * self.fixed_weights + auto * ops.exp(-self.log_vars)

@@ -192,7 +192,9 @@ def train(
         progress = ProgressCallback(emit, stop_event, config.epochs, steps, config.batch_size,
                                     time_budget_s=config.time_budget_s, weights_fn=weights.get)
         nan_guard = NanGuard()
-        checkpoint = BestCheckpoint(model_path)
+        checkpoint = BestCheckpoint(
+            model_path, skip=lambda: progress.stopped_by_request or nan_guard.message is not None
+        )
         callbacks: list[keras.callbacks.Callback] = [nan_guard]
         budget = None
         if config.time_budget_s:
@@ -221,9 +223,12 @@ def train(
                 state, message = "completed", "early stopping: validation stopped improving"
             else:
                 state, message = "completed", f"trained {config.epochs} epochs"
-            if not model_path.exists():
+            if checkpoint.best is None:
                 # Stopped before the first validation: keep what there is rather than nothing.
                 save_model_atomic(net, model_path)
+            note = f"evaluating the best model on {len(idx['test'])} test images"
+            runs.write_status(run_dir, "running", note)
+            emit({"kind": "status", "state": "running", "message": note})
             best = keras.saving.load_model(model_path, compile=False)
             metrics = _test_metrics(best, images, frame, idx["test"])
             metrics.update(
