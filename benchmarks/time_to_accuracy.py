@@ -99,7 +99,9 @@ def main() -> int:
     from utkface_core.config import TrainConfig
     from utkface_core.workflow import prepare_training_data, run_training
 
-    config = TrainConfig(preset=args.preset, time_budget_s=args.budget, epochs=1000, min_age=10, max_age=65, seed=0)
+    # The schedule is fitted to the budget, so early stopping would cut it before the learning rate decays.
+    config = TrainConfig(preset=args.preset, time_budget_s=args.budget, epochs=1000, min_age=10, max_age=65, seed=0,
+                         early_stopping_patience=None)
     t0 = time.perf_counter()
     prepared = prepare_training_data(args.data, image_size=config.resolved_image_size(), min_age=10, max_age=65, seed=0)
     prep_s = time.perf_counter() - t0

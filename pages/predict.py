@@ -1,9 +1,258 @@
-"""Predict page (not built yet)."""
+"""Predict: age, gender and race of the faces in uploaded photos or a camera shot; Grad-CAM; batch CSV; model download."""
 
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
-from pages.shared import ensure_shell
+from pages.shared import (
+    MAX_UPLOAD_MB,
+    ensure_shell,
+    job_progress,
+    model_mtime,
+    model_runs,
+    no_runs_message,
+    pick_run,
+    upload_problem,
+)
+from utkface_core import export, gradcam, prediction
+from utkface_core.archive import extract_archive
+from utkface_core.imagecache import ImageDecodeError
+from utkface_core.jobs import registry
+from utkface_core.paths import data_subdir
 
 ensure_shell()
-st.title("Predict")
-st.info("This page is not available yet: it arrives with its own issue. Explore the data meanwhile.")
+st.title("Predict age, gender and race")
+
+all_runs = model_runs()
+if not all_runs:
+    no_runs_message("Prediction")
+
+top_left, top_right = st.columns([3, 2])
+run = pick_run(top_left, "predict_run", "Model (training run)", all_runs)
+model_path = run.path / "model.keras"
+model_key = f"{model_path}:{model_mtime(run)}"
+image_size = int(run.config.get("image_size", 64))
+age_mae = (run.metrics or {}).get("age_mae")
+if (run.config.get("data") or {}).get("source") == "demo":
+    st.warning("This model was trained on the **synthetic demo set**: its predictions on real faces are meaningless. "
+               "Train on a UTKFace folder for real predictions.", icon=":material/science:")
+no_detect = top_right.toggle("Images are already cropped faces (skip detection)", key="predict_no_detect",
+                             help="UTKFace crops and other tight face crops: the centre square is used as the face.")
+camera_on = top_right.toggle("Use the camera", key="predict_camera_on", help="Opens your camera for one photo.")
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def load_model(key: str):
+    """The run's Keras model, once per file version (``key`` holds its path and modification time)."""
+    return prediction.load_model_cached(key.rsplit(":", 1)[0])
+
+
+try:
+    with st.spinner(f"Loading the model of {run.name}…"):
+        model = load_model(model_key)
+except ValueError as exc:
+    st.error(f"The model of {run.name} cannot be used: {exc}")
+    st.stop()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def predict_bytes(key: str, data: bytes, detect: bool, size: int, mae: float | None) -> prediction.ImageResult:
+    """Predict one encoded image (cached per model version, bytes and options)."""
+    return prediction.predict_image(load_model(key), data, image_size=size, detect=detect, age_mae=mae)
+
+
+@st.cache_data(max_entries=2, show_spinner=False)
+def keras_bytes(key: str) -> bytes:
+    """The run's model.keras file for download (``key`` holds its path and modification time)."""
+    return export.model_bytes(key.rsplit(":", 1)[0])
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def cam_overlay(key: str, crop, head: str):
+    """Grad-CAM of one aligned face for one head, blended over the face."""
+    heat = gradcam.grad_cam(load_model(key), crop, head)
+    return gradcam.overlay_heatmap(crop, heat)
+
+
+def probability_bars(probs: dict[str, float], title: str) -> None:
+    st.markdown(f"**{title}**")
+    for name, p in sorted(probs.items(), key=lambda item: -item[1]):
+        st.progress(float(p), text=f"{name} · {p:.0%}")
+
+
+def face_panel(face: prediction.FacePrediction, image_no: int, cam_head: str) -> None:
+    with st.container(border=True):
+        crop_col, age_col, gender_col, race_col = st.columns([1.1, 1, 1.3, 1.5])
+        crop_col.image(face.crop, caption=f"Face {face.index} (aligned)", width="stretch")
+        age_col.metric(f"Face {face.index} · age", f"{face.age:.0f}",
+                       help="Mean of the face and its mirror image. The range adds the run's held-out MAE; "
+                            "it is a typical-error band, not a calibrated interval.")
+        age_col.caption(f"range {face.age_low:.0f}–{face.age_high:.0f} years")
+        if face.confidence is not None:
+            age_col.caption(f"detector confidence {face.confidence:.0%}")
+        with gender_col:
+            probability_bars(face.gender_probs, "Gender")
+        with race_col:
+            probability_bars(face.race_probs, "Race")
+        expander = st.expander(f"Grad-CAM: what drove the {cam_head} prediction of face {face.index}",
+                               key=f"predict_cam_{image_no}_{face.index}", on_change="rerun", icon=":material/visibility:")
+        with expander:
+            if expander.open:
+                try:
+                    overlay = cam_overlay(model_key, face.crop, cam_head)
+                except ValueError as exc:
+                    st.error(f"Grad-CAM is not available for this model: {exc}")
+                else:
+                    st.image([face.crop, overlay], caption=["face", f"Grad-CAM ({cam_head})"], width=200)
+                    st.caption("Red areas raised the score of the predicted value most; blue areas barely mattered.")
+
+
+def show_image(name: str, data: bytes, image_no: int, cam_head: str) -> None:
+    with st.container(border=True):
+        st.markdown(f"#### {image_no}. {name}")
+        problem = upload_problem(name, len(data))
+        if problem:
+            st.error(problem, icon=":material/error:")
+            return
+        try:
+            with st.spinner("Finding and reading faces…"):
+                result = predict_bytes(model_key, data, not no_detect, image_size, age_mae)
+        except ImageDecodeError as exc:
+            st.error(f"{name} cannot be read: {exc.reason}. Upload a JPEG, PNG or WebP photo.", icon=":material/error:")
+            return
+        except ValueError as exc:
+            st.error(f"{name} cannot be used: {exc}", icon=":material/error:")
+            return
+        if not result.faces:
+            st.warning(prediction.NO_FACE_MESSAGE + ".", icon=":material/face_retouching_off:")
+            st.image(result.image_rgb, width=320)
+            return
+        boxed = prediction.draw_boxes(result.image_rgb, result.faces)
+        left, right = st.columns([2, 5])
+        left.image(boxed, caption=f"{len(result.faces)} face(s) found" if not no_detect else "whole image used as the face",
+                   width="stretch")
+        with right:
+            for face in result.faces:
+                face_panel(face, image_no, cam_head)
+
+
+def predict_batch(uploaded: list, folder: Path, net, detect: bool, size: int, mae, job) -> pd.DataFrame:
+    """Write the uploads into ``folder`` (archives extracted there), predict them all; one row per face or error."""
+    items, labels, extra = [], {}, []
+    for i, (name, data) in enumerate(uploaded):
+        if name.lower().endswith(prediction.ARCHIVE_SUFFIXES):
+            try:
+                extracted = extract_archive(data, dest_root=folder / f"archive-{i}")
+            except ValueError as exc:
+                extra.append({"file": name, "error": str(exc)})
+                continue
+            items.append(extracted.dest)
+            extra += [{"file": f"{name}/{s.get('file') or s.get('name') or '?'}", "error": str(s.get("reason", "left out"))}
+                      for s in extracted.skipped]
+        else:
+            # A numbered subfolder per upload keeps two uploads of the same name apart.
+            target = folder / f"{i:04d}" / Path(name).name
+            target.parent.mkdir(parents=True)
+            target.write_bytes(data)
+            items.append(target)
+            labels[str(target)] = name
+    frame = prediction.predict_files(
+        net, items, image_size=size, detect=detect, age_mae=mae,
+        progress=lambda done, total: job.report(done / max(total, 1), f"{done:,}/{total:,} images"),
+    )
+    frame["file"] = frame["file"].map(lambda f: labels.get(f, f))
+    if extra:
+        frame = pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True)
+    return frame
+
+
+tab_photos, tab_batch, tab_model = st.tabs(["Photos", "Batch → CSV", "Download the model"])
+
+with tab_photos:
+    uploads = st.file_uploader(
+        "Photos (JPEG, PNG or WebP)", type=["jpg", "jpeg", "png", "webp"], accept_multiple_files=True,
+        key="predict_upload", max_upload_size=MAX_UPLOAD_MB,
+        help="Each photo is checked for faces; every face gets its own prediction.",
+    )
+    inputs = [(u.name, u.getvalue()) for u in uploads or []]
+    if camera_on:
+        shot = st.camera_input("Take a photo", key="predict_camera")
+        if shot is not None:
+            inputs.append(("camera photo", shot.getvalue()))
+    if not inputs:
+        st.info("Upload one or more photos" + (" or take one with the camera" if camera_on else "")
+                + ". Images are only kept in memory while you use this page.", icon=":material/upload:")
+    else:
+        cam_head = st.segmented_control("Grad-CAM explains", list(gradcam.HEADS), key="predict_cam_head",
+                                        default="age", required=True)
+        for number, (name, data) in enumerate(inputs, start=1):
+            show_image(name, data, number, cam_head or "age")
+
+with tab_batch:
+    st.caption("Many photos, or a .zip / .tar / .tar.gz archive of them: one CSV row per face, with an error "
+               "column for files that could not be read or had no face. Uses the detection setting above.")
+    batch = st.file_uploader(
+        "Photos or an archive", type=["jpg", "jpeg", "png", "webp", "zip", "tar", "gz", "tgz"],
+        accept_multiple_files=True, key="predict_batch", max_upload_size=1024,
+    )
+    job = registry().get(st.session_state.get("predict_batch_job"))
+    busy = job is not None and job.active
+    if st.button("Predict all", key="predict_batch_start", type="primary", disabled=not batch or busy,
+                 icon=":material/play_arrow:"):
+        folder = Path(tempfile.mkdtemp(prefix="batch-", dir=data_subdir("uploads")))
+        uploaded = [(upload.name, upload.getvalue()) for upload in batch]
+        detect, size, mae = not no_detect, image_size, age_mae
+
+        def work(job):
+            try:
+                return predict_batch(uploaded, folder, model, detect, size, mae, job)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)  # uploaded photos are not kept
+
+        job = registry().submit("predict", f"Predicting {len(uploaded)} upload(s) with {run.name}", work)
+        st.session_state["predict_batch_job"] = job.id
+        busy = True
+
+    @st.fragment(run_every=0.5 if busy else None)
+    def batch_panel() -> None:
+        current = registry().get(st.session_state.get("predict_batch_job"))
+        if current is None:
+            return
+        job_progress(current)
+        if current.state == "completed":
+            frame = current.result
+            faces = int(frame["error"].isna().sum())
+            st.success(f"{faces:,} face(s) predicted; {int(frame['error'].notna().sum()):,} file(s) with an error or no face.")
+            st.dataframe(frame, key="predict_batch_table", hide_index=True)
+            st.download_button("Download the CSV", frame.to_csv(index=False), file_name=f"predictions-{run.name}.csv",
+                               mime="text/csv", key="predict_batch_download", icon=":material/download:",
+                               on_click="ignore")
+        if busy and not current.active:
+            st.rerun(scope="app")  # once: the next full run sees the job finished and stops polling
+
+    batch_panel()
+
+with tab_model:
+    st.markdown(f"Model of **{run.name}**: input {image_size}×{image_size} RGB, float 0–255 (the rescaling is inside "
+                "the model); outputs `age` (years), `gender` and `race` probabilities.")
+    k, t = st.columns(2)
+    k.download_button("Download .keras", keras_bytes(model_key), file_name=f"{run.name}.keras",
+                      mime="application/octet-stream", key="predict_dl_keras", icon=":material/download:",
+                      on_click="ignore")
+    tflite_ready = st.session_state.get("predict_tflite_for") == model_key
+    slot = t.empty()
+    if not tflite_ready and slot.button("Convert to TensorFlow Lite", key="predict_tflite",
+                                        help="Converts once and checks the result against Keras (takes a few seconds)."):
+        try:
+            with st.spinner("Converting to TensorFlow Lite and checking it against Keras…"):
+                export.export_tflite(model_path)
+            st.session_state["predict_tflite_for"] = tflite_ready = model_key
+        except ValueError as exc:
+            t.error(str(exc))
+    if tflite_ready:
+        slot.download_button("Download .tflite", export.export_tflite(model_path), file_name=f"{run.name}.tflite",
+                             mime="application/octet-stream", key="predict_dl_tflite", icon=":material/download:",
+                             on_click="ignore")

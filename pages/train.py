@@ -102,6 +102,8 @@ if b1.button("Start training", key="train_start", type="primary", disabled=runni
         max_age=int(ages[1]),
         loss_weights="auto" if auto else weights,
         seed=int(seed),
+        # With a time budget the schedule decays to its end: stopping early would waste it.
+        early_stopping_patience=None if budget_min else 8,
     )
     try:
         job = start_training_job(config, "demo" if source.synthetic else str(source.path), label=f"{preset} on {source.label}")

@@ -106,10 +106,139 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         split_method=args.split,
         strategy=args.strategy,
+        # With a time budget the schedule decays to its end: stopping early would waste it.
+        early_stopping_patience=args.patience if args.patience is not None else (None if args.time_budget else 8),
     ).validate()
     result = run_training(config, args.data, args.out, report=TrainPrinter())
     print(json.dumps({"run_dir": str(result.run_dir), "state": result.state, "message": result.message, "metrics": result.metrics}, indent=2))
     return 0 if result.state in ("completed", "stopped") else 1
+
+
+def _run_folder(run_dir: str | Path) -> Path:
+    path = Path(run_dir).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"run folder {path} does not exist: give a folder written by 'python -m utkface_core train --out DIR'")
+    return path
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, fmt: str = ".2f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def evaluation_text(evaluation) -> str:
+    """A readable multi-line summary of an Evaluation for the terminal."""
+    from .labels import GENDERS, RACES
+
+    data = evaluation.to_json_dict()
+    lines = [
+        f"Images evaluated   {data['n']:,}" + (f" ({data['n_excluded']} undecodable left out)" if data["n_excluded"] else ""),
+        f"Age MAE            {data['age_mae']:.2f} years (RMSE {data['age_rmse']:.2f})",
+        f"Gender accuracy    {_pct(data['gender_accuracy'])} (ROC AUC {_num(data['gender_auc'], '.3f')}, ECE {_num(data['ece'].get('gender'), '.3f')})",
+        f"Race accuracy      {_pct(data['race_accuracy'])} (ECE {_num(data['ece'].get('race'), '.3f')})",
+        "",
+        "Age MAE by true age:",
+    ]
+    for row in data["mae_by_age_bin"]:
+        lines.append(f"  {row['bin']:>8}  n={row['n']:<6} MAE {_num(row['mae'])}")
+    for head, names in (("gender", GENDERS), ("race", RACES)):
+        matrix = data["confusion"][head]
+        width = max(len(n) for n in names) + 2
+        lines += ["", f"{head.capitalize()} confusion (rows true, columns predicted):",
+                  " " * width + "".join(f"{n:>{width}}" for n in names)]
+        for name, row in zip(names, matrix):
+            lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+        lines.append(f"{'class':<{width}} precision  recall      f1  support")
+        for name in names:
+            r = data["report"][head].get(name, {})
+            lines.append(f"{name:<{width}} {_num(r.get('precision'), '.3f'):>9} {_num(r.get('recall'), '.3f'):>7} "
+                         f"{_num(r.get('f1-score'), '.3f'):>7} {int(r.get('support') or 0):8d}")
+    lines += ["", f"Subgroups (gaps use cells with at least {data['min_group_n']} images):",
+              f"  {'race':<8}{'gender':<8}{'n':>6}{'age MAE':>9}{'gender':>9}{'race':>9}"]
+    for row in data["subgroups"]:
+        lines.append(f"  {row['race']:<8}{row['gender']:<8}{row['n']:>6}{_num(row['age_mae']):>9}"
+                     f"{_pct(row['gender_accuracy']):>9}{_pct(row['race_accuracy']):>9}")
+    for metric, gap in data["gaps"].items():
+        cells = data["gap_cells"].get(metric) or {}
+        if gap is None:
+            lines.append(f"  gap {metric}: too few cells with enough images")
+        else:
+            shown = f"{gap:.2f} years" if metric == "age_mae" else f"{100 * gap:.1f} points"
+            lines.append(f"  gap {metric}: {shown} (best {cells.get('best')}, worst {cells.get('worst')})")
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluation import evaluate_run
+
+    run_dir = _run_folder(args.run_dir)
+    data_dir = None
+    if args.data is not None:
+        data_dir = Path(args.data).expanduser()
+        if not data_dir.is_dir():
+            raise FileNotFoundError(f"data folder {data_dir} does not exist: give a folder of UTKFace images")
+    evaluation = evaluate_run(
+        run_dir,
+        data_dir=data_dir,
+        min_age=args.min_age,
+        max_age=args.max_age,
+        progress=None if args.json else _progress_printer("evaluating"),
+    )
+    print(json.dumps(evaluation.to_json_dict(), indent=2) if args.json else evaluation_text(evaluation))
+    return 0
+
+
+def _face_line(face: dict) -> str:
+    x, y, w, h = face["box"]
+    gender = max(face["gender_probs"], key=face["gender_probs"].get)
+    race = max(face["race_probs"], key=face["race_probs"].get)
+    return (f"  face {face['face']} at x={x} y={y} w={w} h={h}: age {face['age']:.1f} "
+            f"({face['age_low']:.0f}-{face['age_high']:.0f}), {gender} {face['gender_probs'][gender]:.0%}, "
+            f"{race} {face['race_probs'][race]:.0%}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .prediction import NO_FACE_MESSAGE, load_model_cached, predict_image, to_json
+
+    run_dir = _run_folder(args.run_dir)
+    config_path = run_dir / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        image_size = int(config["image_size"])
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir} is not a training run folder: config.json is missing") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"cannot read the image size from {config_path} ({exc}); the run folder is damaged") from None
+    age_mae = None
+    try:
+        age_mae = float(json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["age_mae"])
+    except (OSError, ValueError, KeyError, TypeError):
+        age_mae = None  # without held-out metrics the age band only reflects the mirrored-pass spread
+    model = load_model_cached(run_dir / "model.keras")
+    results = []
+    for image in args.images:
+        try:
+            results.append(predict_image(model, image, image_size=image_size, detect=not args.no_detect, age_mae=age_mae))
+        except ValueError as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            raise ValueError(f"{image}: {reason}") from None
+    if args.json:
+        print(json.dumps(to_json(results), indent=2))
+        return 0
+    for image, faces in zip(args.images, to_json(results)):
+        print(f"{image}: {len(faces)} face(s)")
+        if not faces:
+            print(f"  {NO_FACE_MESSAGE}")
+        for face in faces:
+            print(_face_line(face))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +275,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", choices=("tutorial", "stratified"), default="tutorial")
     p.add_argument("--strategy", choices=("default", "mirrored"), default="default")
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 8; off with --time-budget)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's model on its test split or on a folder")
+    p.add_argument("run_dir", help="run folder (config.json, split.csv, model.keras)")
+    p.add_argument("--data", default=None, metavar="DIR", help="evaluate on every image of this folder instead of the test split")
+    p.add_argument("--min-age", type=int, default=None, help="lowest age kept (default: the run's)")
+    p.add_argument("--max-age", type=int, default=None, help="highest age kept (default: the run's)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict age, gender and race for the faces in images")
+    p.add_argument("run_dir", help="run folder (config.json, model.keras)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, ...)")
+    p.add_argument("--no-detect", action="store_true", help="images are already cropped faces: skip face detection")
+    p.add_argument("--json", action="store_true", help="print JSON: per image a list of faces")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

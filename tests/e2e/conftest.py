@@ -101,3 +101,15 @@ def page(browser):
     page.set_default_timeout(60_000)
     yield page
     context.close()
+
+
+@pytest.fixture(scope="session")
+def runs_root(app_url, tmp_path_factory) -> Path:
+    """The runs folder (UTKFACE_RUNS_DIR) of the server started by ``app_url``: put runs there for the pages."""
+    # pytest adds an "e2e-appcurrent" link to the numbered folder: count each folder once.
+    logs = sorted({p.resolve() for p in tmp_path_factory.getbasetemp().glob("e2e-app*/streamlit.log")})
+    if len(logs) != 1:
+        raise RuntimeError(f"expected one app server folder under {tmp_path_factory.getbasetemp()}, found {logs}")
+    root = logs[0].parent / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
