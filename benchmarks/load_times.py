@@ -40,7 +40,7 @@ def measure(data: str, size: int, app_dir: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dir", nargs="?", default=os.environ.get("UTKFACE_DIR"))
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=48, help="decoded size (default 48, the fast preset)")
     args = parser.parse_args()
     if not args.dir:
         parser.error("give a data folder or set UTKFACE_DIR")

@@ -9,7 +9,11 @@ from pathlib import Path
 
 
 def _progress_printer(label: str):
+    interactive = sys.stderr.isatty()
+
     def report(done: int, total: int) -> None:
+        if not interactive and done < total:
+            return  # a log file gets the final line only
         width = 30
         filled = int(width * done / max(total, 1))
         end = "\n" if done >= total else ""
