@@ -12,6 +12,7 @@ from PIL import Image
 
 from utkface_core import runs
 from utkface_core.cli import main
+from tests.models import tiny_model as contract_model
 from utkface_core.evaluation import evaluate_run
 
 SIZE = 32
@@ -19,22 +20,8 @@ N_IMAGES = 48
 
 
 def tiny_model(size: int = SIZE):
-    """A small functional model obeying the run model contract: float 0..255 in, dict(age years, gender, race) out."""
-    import keras
-    from keras import layers
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((size, size, 3), name="image")
-    x = layers.Rescaling(1 / 255.0)(inputs)
-    x = layers.Conv2D(8, 3, activation="relu", padding="same", name="conv1")(x)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Conv2D(8, 3, activation="relu", padding="same", name="conv2")(x)
-    features = layers.GlobalAveragePooling2D(name="features")(x)
-    age = layers.Dense(1, activation="sigmoid", name="age_unit")(features)
-    age = layers.Rescaling(55.0, offset=10.0, name="age")(age)
-    gender = layers.Dense(2, activation="softmax", name="gender")(features)
-    race = layers.Dense(5, activation="softmax", name="race")(features)
-    return keras.Model(inputs, {"age": age, "gender": gender, "race": race})
+    """The tiny contract model with ages spanning 10-65 years."""
+    return contract_model(size, min_age=10.0, max_age=65.0)
 
 
 def write_images(folder: Path, n: int = N_IMAGES, seed: int = 0) -> pd.DataFrame:

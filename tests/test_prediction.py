@@ -13,31 +13,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.models import tiny_model
 from utkface_core import export, gradcam, prediction
 from utkface_core.imagecache import ImageDecodeError
 from utkface_core.labels import GENDERS, RACES
 from utkface_core.prediction import NO_FACE_MESSAGE, PredictionError, predict_files, predict_image
 
 SIZE = 32
-
-
-def tiny_model(size: int = SIZE):
-    """A small model obeying the run model contract: float 0..255 in, dict(age years, gender, race) out."""
-    import keras
-    from keras import layers
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((size, size, 3), name="image")
-    x = layers.Rescaling(1 / 255.0)(inputs)
-    x = layers.Conv2D(8, 3, activation="relu", padding="same", name="conv1")(x)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Conv2D(8, 3, activation="relu", padding="same", name="conv2")(x)
-    features = layers.GlobalAveragePooling2D(name="features")(x)
-    age = layers.Dense(1, activation="sigmoid", name="age_unit")(features)
-    age = layers.Rescaling(116.0, name="age")(age)
-    gender = layers.Dense(len(GENDERS), activation="softmax", name="gender")(features)
-    race = layers.Dense(len(RACES), activation="softmax", name="race")(features)
-    return keras.Model(inputs, {"age": age, "gender": gender, "race": race})
 
 
 @pytest.fixture(scope="module")
