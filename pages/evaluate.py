@@ -66,12 +66,6 @@ if data_choice == "sidebar":
                f"({run.config.get('min_age')}–{run.config.get('max_age')}).")
 
 
-@st.cache_resource(max_entries=1)
-def evaluation_store() -> dict:
-    """Finished evaluations shared by all sessions, keyed by run folder, model mtime and data."""
-    return {}
-
-
 def eval_key(target) -> str:
     return f"evaluate:{target.path}:{model_mtime(target)}:{data_tag}"
 
@@ -95,21 +89,16 @@ def start_evaluation(target) -> None:
 
 
 def evaluation_of(target):
-    """The finished Evaluation of a run, or the Job computing it (started here when there is none)."""
-    store = evaluation_store()
+    """The finished Evaluation of a run, or the Job computing it (started here when there is none).
+
+    The process-wide job registry keeps finished jobs, so their results serve every session and rerun.
+    """
     key = eval_key(target)
-    if key in store:
-        return store[key]
     job = next((j for j in reversed(registry().jobs("evaluate")) if j.key == key), None)
     if job is None:
         start_evaluation(target)
         job = next(j for j in reversed(registry().jobs("evaluate")) if j.key == key)
-    if job.state == "completed":
-        if len(store) >= 16:
-            store.pop(next(iter(store)))
-        store[key] = job.result
-        return job.result
-    return job
+    return job.result if job.state == "completed" else job
 
 
 targets = [run] + ([other] if other is not None else [])
