@@ -67,3 +67,12 @@ def test_latest_finds_a_job_after_reload():
     job = wait(reg.submit("train", "t", lambda j: None))
     assert reg.latest("train") is job
     assert reg.latest("train", active_only=True) is None
+
+
+def test_only_the_newest_finished_jobs_are_kept():
+    reg = JobRegistry(keep_finished=2)
+    first = [wait(reg.submit("decode", str(i), lambda j: None)) for i in range(3)]
+    wait(reg.submit("decode", "last", lambda j: None))
+    ids = [j.id for j in reg.jobs()]
+    assert first[0].id not in ids
+    assert len(ids) == 3

@@ -71,8 +71,9 @@ class Job:
 class JobRegistry:
     """Runs jobs in daemon threads; at most ``limits[kind]`` of a kind run at once, the rest queue."""
 
-    def __init__(self, limits: dict[str, int] | None = None) -> None:
+    def __init__(self, limits: dict[str, int] | None = None, keep_finished: int = 50) -> None:
         self.limits = {"train": 1, **(limits or {})}
+        self.keep_finished = keep_finished
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._slots: dict[str, threading.Semaphore] = {}
@@ -94,6 +95,10 @@ class JobRegistry:
                         return job
             job = Job(id=f"{kind}-{next(self._ids)}", kind=kind, label=label, key=key, extra=dict(extra or {}))
             self._jobs[job.id] = job
+            # Finished jobs hold results (models' evaluations, caches): keep only the newest ones.
+            finished = [j.id for j in self._jobs.values() if not j.active]
+            for old in finished[: max(0, len(finished) - self.keep_finished)]:
+                del self._jobs[old]
         thread = threading.Thread(target=self._run, args=(job, fn), name=job.id, daemon=True)
         thread.start()
         return job
@@ -129,7 +134,9 @@ class JobRegistry:
 
     def jobs(self, kind: str | None = None) -> list[Job]:
         """All jobs (of a kind), oldest first."""
-        return [j for j in self._jobs.values() if kind is None or j.kind == kind]
+        with self._lock:
+            snapshot = list(self._jobs.values())
+        return [j for j in snapshot if kind is None or j.kind == kind]
 
     def latest(self, kind: str, *, active_only: bool = False) -> Job | None:
         """The newest job of a kind (only queued or running ones with ``active_only``)."""
