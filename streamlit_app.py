@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from pages.shared import data_sidebar, leave_legacy_pages_mode
+from pages.shared import data_sidebar, keep_keras_state, leave_legacy_pages_mode
 
+keep_keras_state()
 leave_legacy_pages_mode()
 st.set_page_config(page_title="UTKFace multi-task lab", page_icon=":material/face:", layout="wide")
 
