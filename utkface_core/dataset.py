@@ -21,7 +21,7 @@ from .names import NameRejected, parse_name
 Progress = Callable[[int, int], None]
 DUPLICATE_POLICIES = ("keep-one-drop-conflicts", "keep-one", "keep-all")
 AGE_BINS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 200)
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 COLUMNS = ["path", "file", "age", "gender", "race", "gender_name", "race_name", "hash", "warning"]
 
 
@@ -38,6 +38,7 @@ class DatasetIndex:
     copies: int = 0  # the same file (name and bytes) found again in another subfolder
     duplicate_groups: list[dict] = field(default_factory=list)
     policy: str = DUPLICATE_POLICIES[0]
+    _fingerprint: str = ""  # filled by index_folder: pages ask for it on every rerun
 
     @property
     def files(self) -> int:
@@ -51,6 +52,8 @@ class DatasetIndex:
 
     def fingerprint(self) -> str:
         """A short hash of the kept images and their labels: identifies the data set in run configs."""
+        if self._fingerprint:
+            return self._fingerprint
         digest = hashlib.sha256()
         for row in self.frame[["file", "age", "gender", "race", "hash"]].itertuples(index=False):
             digest.update(f"{row.file}|{row.age}|{row.gender}|{row.race}|{row.hash}\n".encode())
@@ -161,6 +164,8 @@ def index_folder(
                 if cached.policy != policy:
                     cached.frame = _apply_policy(cached.all_frame, cached.duplicate_groups, policy)
                     cached.policy = policy
+                    cached._fingerprint = ""
+                    cached._fingerprint = cached.fingerprint()
                 return cached
             except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
                 cache_file.unlink(missing_ok=True)
@@ -214,6 +219,7 @@ def index_folder(
         duplicate_groups=groups,
         policy=policy,
     )
+    result._fingerprint = result.fingerprint()
     if cache_file is not None and hash_contents:
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "wb") as handle:
