@@ -85,6 +85,8 @@ mirror_to_url(
         "train_auto": ("w", "auto" if auto else ",".join(f"{weights[h]:g}" for h in HEADS)),
     }
 )
+for head in HEADS:  # shadow copies, so a dropped widget state comes back as the user left it
+    st.session_state[f"_keep_train_w_{head}"] = weights[head]
 
 if running:
     st.info("A training is running on this server (one at a time, shared by all its users): "
