@@ -27,13 +27,17 @@ index = index_folder(sys.argv[1])
 t2 = time.perf_counter()
 cache = build_image_cache(index.frame["path"].tolist(), int(sys.argv[2]))
 t3 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "index_s": t2 - t1, "decode_s": t3 - t2, "images": len(index.frame), "bad": int((~cache.ok).sum())}))
+summary = {"import_s": t1 - t0, "index_s": t2 - t1, "decode_s": t3 - t2}
+summary.update(images=len(index.frame), bad=int((~cache.ok).sum()))
+print(json.dumps(summary))
 """
 
 
 def measure(data: str, size: int, app_dir: str) -> dict:
     env = {**os.environ, "UTKFACE_APP_DIR": app_dir, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", CHILD, data, str(size)], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, data, str(size)], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -47,7 +51,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="utkface-bench-") as app_dir:
         cold = measure(args.dir, args.size, app_dir)
         warm = measure(args.dir, args.size, app_dir)
-    print(f"data: {args.dir}  images kept: {cold['images']:,}  undecodable: {cold['bad']}  size: {args.size}px  cores: {os.cpu_count()}")
+    print(
+        f"data: {args.dir}  images kept: {cold['images']:,}  undecodable: {cold['bad']}  "
+        f"size: {args.size}px  cores: {os.cpu_count()}"
+    )
     print(f"{'phase':<8}{'cold s':>10}{'warm s':>10}{'cold/warm':>12}")
     for phase in ("index_s", "decode_s"):
         print(f"{phase[:-2]:<8}{cold[phase]:>10.2f}{warm[phase]:>10.2f}{cold[phase] / max(warm[phase], 1e-9):>11.1f}x")

@@ -8,6 +8,10 @@ UTKFACE_DIR is set, else a drawn face. A second, phone-sized photo (2048x1536) s
 downscaling before detection. The baseline is what a straightforward implementation does: mtcnn's
 own ``MTCNN().detect_faces`` on the full-resolution photo, a box crop, and ``model.predict``.
 ``--memory N`` also runs N predictions and prints the process RSS before and after.
+The engine section runs the same model in Keras (the traced ``tf.function`` of ``prediction.run_model``) and in
+ONNX Runtime (converted with tf2onnx, as ``predict --engine onnx`` does): model-only latency for one face (the
+face and its mirror, batch 2) and for a batch of 64, and ``predict_image`` end to end on the 640x480 photo.
+``--engines-only`` skips the MTCNN baseline.
 ``--alignment N`` (needs UTKFACE_DIR) pastes N UTKFace crops, randomly scaled 0.8-1.6x and rotated
 +-12 degrees, into 640x480 photos, re-crops them with detect_faces + align_face and prints the mean
 absolute pixel error and correlation against the originals (and for a plain box crop).
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
-from utkface_core import prediction  # noqa: E402
+from utkface_core import export, prediction  # noqa: E402
 
 REFERENCE_FACE = "34_0_0_20170117190336724.jpg.chip.jpg"
 
@@ -145,6 +149,65 @@ def naive_predict(detector, model, image: np.ndarray, size: int):
     return faces
 
 
+def onnx_engine(run_dir: str | None, model):
+    """Return (OnnxModel, per-head max abs difference from Keras) for the benchmarked model."""
+    if run_dir:
+        result = export.export_model(Path(run_dir) / "model.keras", "onnx")
+        return prediction.OnnxModel(result.data), result.max_abs_diff
+    data = export.to_onnx(model)
+    return prediction.OnnxModel(data), export.parity(model, data, "onnx")
+
+
+def interleaved(first, second, repeats: int, warmup: int = 3) -> tuple[list[float], list[float]]:
+    """Time two calls alternately, so that both see the same load on a shared machine; return ms lists."""
+    for _ in range(warmup):
+        first(), second()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, out in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def engine_comparison(model, onnx_model, size: int, image: np.ndarray, mae, repeats: int) -> None:
+    """Print Keras vs ONNX Runtime latency: model only (batch 2 and 64) and predict_image end to end."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for batch in (2, 64):
+        images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+        cases.append(
+            (
+                f"model only, batch {batch}",
+                lambda im=images: prediction.run_model(model, im, size),
+                lambda im=images: prediction.run_model(onnx_model, im, size),
+            )
+        )
+    cases.append(
+        (
+            "predict_image 640x480",
+            lambda: prediction.predict_image(model, image, image_size=size, age_mae=mae),
+            lambda: prediction.predict_image(onnx_model, image, image_size=size, age_mae=mae),
+        )
+    )
+    print(
+        f"engines (median of {repeats}, calls alternated): Keras tf.function vs ONNX Runtime {onnx_runtime_version()}"
+    )
+    for name, keras_fn, onnx_fn in cases:
+        keras_times, onnx_times = interleaved(keras_fn, onnx_fn, repeats)
+        (k, kp), (o, op) = summary(keras_times), summary(onnx_times)
+        print(
+            f"  {name:24s} keras {k:8.2f} ms (p95 {kp:7.2f})  onnx {o:8.2f} ms (p95 {op:7.2f})  keras/onnx x{k / o:.2f}"
+        )
+
+
+def onnx_runtime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
 def alignment_check(count: int) -> None:
     """Print how closely detect_faces + align_face reproduce real UTKFace crops pasted into photos."""
     import random
@@ -168,10 +231,17 @@ def alignment_check(count: int) -> None:
         rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         forward = np.vstack([np.hstack([rot, (np.array([cx, cy]) - rot @ [100.0, 100.0])[:, None]]), [0, 0, 1]])
         coeffs = tuple(np.linalg.inv(forward)[:2].ravel())
-        layer = np.asarray(Image.fromarray(original).transform((640, 480), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR))
-        mask = np.asarray(
-            Image.new("L", (200, 200), 255).transform((640, 480), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
-        )[..., None] / 255.0
+        layer = np.asarray(
+            Image.fromarray(original).transform((640, 480), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
+        )
+        mask = (
+            np.asarray(
+                Image.new("L", (200, 200), 255).transform(
+                    (640, 480), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR
+                )
+            )[..., None]
+            / 255.0
+        )
         background = np.clip(rng.uniform(60, 200, 3) + rng.normal(0, 10, (480, 640, 3)), 0, 255)
         canvas = (layer * mask + background * (1 - mask)).astype(np.uint8)
         faces = detection.detect_faces(canvas)
@@ -190,18 +260,27 @@ def alignment_check(count: int) -> None:
     print(f"alignment: {len(picks) - missed} of {len(picks)} UTKFace crops re-detected")
     for name, values in scores.items():
         arr = np.array(values)
-        print(f"  {name:10s} mean abs error {arr[:, 0].mean():5.1f} grey levels (median {np.median(arr[:, 0]):.1f}), "
-              f"correlation {arr[:, 1].mean():.3f} (median {np.median(arr[:, 1]):.3f})")
+        print(
+            f"  {name:10s} mean abs error {arr[:, 0].mean():5.1f} grey levels (median {np.median(arr[:, 0]):.1f}), "
+            f"correlation {arr[:, 1].mean():.3f} (median {np.median(arr[:, 1]):.3f})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a training run folder (config.json + model.keras); default: untrained model")
-    parser.add_argument("--preset", default="fast", help="architecture of the untrained model without --run (fast or tutorial)")
+    parser.add_argument(
+        "--preset", default="fast", help="architecture of the untrained model without --run (fast or tutorial)"
+    )
     parser.add_argument("--repeats", type=int, default=30, help="timed predictions per case (default 30)")
     parser.add_argument("--baseline-repeats", type=int, default=10, help="timed baseline calls per case (default 10)")
     parser.add_argument("--memory", type=int, default=0, help="also run N predictions and report RSS (e.g. 1000)")
-    parser.add_argument("--alignment", type=int, default=0, help="also check align_face on N real UTKFace crops (e.g. 100)")
+    parser.add_argument(
+        "--alignment", type=int, default=0, help="also check align_face on N real UTKFace crops (e.g. 100)"
+    )
+    parser.add_argument(
+        "--engines-only", action="store_true", help="only compare Keras and ONNX Runtime (no MTCNN baseline)"
+    )
     args = parser.parse_args(argv)
 
     from mtcnn import MTCNN
@@ -211,11 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {what}, input {size}px; face: {source}; CPUs: {os.cpu_count()}")
     naive_detector = MTCNN()
     cases = [("640x480", photo(640, 480, face)), ("2048x1536", photo(2048, 1536, face))]
-    for name, image in cases:
+    onnx_model, diffs = onnx_engine(args.run, model)
+    print("ONNX vs Keras, max abs difference per head: " + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items()))
+    engine_comparison(model, onnx_model, size, cases[0][1], mae, args.repeats)
+    for name, image in [] if args.engines_only else cases:
         result = prediction.predict_image(model, image, image_size=size, age_mae=mae)
         naive_faces = naive_predict(naive_detector, model, image, size)
-        fast = timed(lambda: prediction.predict_image(model, image, image_size=size, age_mae=mae), args.repeats)
-        slow = timed(lambda: naive_predict(naive_detector, model, image, size), args.baseline_repeats, warmup=2)
+        fast = timed(lambda im=image: prediction.predict_image(model, im, image_size=size, age_mae=mae), args.repeats)
+        slow = timed(lambda im=image: naive_predict(naive_detector, model, im, size), args.baseline_repeats, warmup=2)
         (fm, fp), (sm, sp) = summary(fast), summary(slow)
         print(
             f"{name}: faces found {len(result.faces)} (baseline {len(naive_faces)})\n"

@@ -9,17 +9,18 @@ from pages.shared import (
     current_data,
     ensure_shell,
     job_progress,
-    mirror_to_url,
+    link_widgets,
     model_mtime,
     model_runs,
     no_runs_message,
+    owner_token,
     pick_run,
+    require_data,
     run_label,
-    url_state,
 )
 from utkface_core import evalcharts
+from utkface_core import jobs as worker_jobs
 from utkface_core.evaluation import Evaluation, evaluate_run
-from utkface_core.jobs import registry
 from utkface_core.modelcard import render_model_card
 
 ensure_shell()
@@ -32,17 +33,31 @@ by_name = {r.name: r for r in all_runs}
 DATA_CHOICES = {"test": "The run's own test split", "sidebar": "The data set chosen in the sidebar"}
 
 c1, c2, c3 = st.columns([3, 3, 2])
-run = pick_run(c1, "eval_run", "Run", all_runs)
-url_state("eval_compare", "compare", lambda t: t if t in by_name else "", "")
-if st.session_state.get("eval_compare") not in ("", *by_name):
-    st.session_state["eval_compare"] = ""
+run = pick_run(c1, "run", "Run", all_runs)
+wanted = st.query_params.get("compare")
+if wanted and wanted not in by_name:
+    st.warning(
+        f"The run **{wanted}** to compare with, named in the link, does not exist on this server: "
+        "showing no comparison.",
+        icon=":material/link_off:",
+    )
+if st.session_state.get("compare") not in (None, *by_name):
+    st.session_state["compare"] = None  # a run deleted since it was picked
+# Bound selectboxes put the option's label in the URL: no format_func, so the label is the run name.
 compare_name = c2.selectbox(
-    "Compare with (optional)", ["", *[n for n in by_name]], key="eval_compare",
-    format_func=lambda n: "No comparison" if not n else run_label(by_name[n]),
+    "Compare with (optional)",
+    list(by_name),
+    index=None,
+    key="compare",
+    bind="query-params",
+    placeholder="No comparison",
 )
-url_state("eval_data", "data", lambda t: t if t in DATA_CHOICES else "test", "test")
-data_choice = c3.radio("Evaluate on", list(DATA_CHOICES), key="eval_data", format_func=DATA_CHOICES.get)
-mirror_to_url({"eval_compare": ("compare", compare_name), "eval_data": ("data", data_choice)})
+if compare_name in by_name and compare_name != run.name:
+    c2.caption(run_label(by_name[compare_name]))
+data_choice = c3.radio(
+    "Evaluate on", list(DATA_CHOICES), index=0, key="eval_data", bind="query-params", format_func=DATA_CHOICES.get
+)
+link_widgets("compare", eval_data=DATA_CHOICES.get)
 other = by_name.get(compare_name) if compare_name and compare_name != run.name else None
 if compare_name and compare_name == run.name:
     c2.caption("That is the run itself: pick another run to compare.")
@@ -54,68 +69,67 @@ if data_choice == "sidebar":
     if source is None or index is None or len(index.frame) == 0:
         st.warning("No usable data set is chosen in the sidebar: pick one there, or evaluate on the run's test split.")
         st.stop()
+    source, index = require_data()  # the demo faces must be drawn: the evaluation reads the images
     data_dir = Path(source.path)
     data_tag = f"{data_dir}:{index.fingerprint()}"  # a rescan that changes the images gives a new evaluation
     trained_on = (run.config.get("data") or {}).get("fingerprint")
     if trained_on and trained_on == index.fingerprint():
         st.warning(
             "This is the data set the run was trained on: its training and validation images are included, so the "
-            "numbers are optimistic. Use the run's test split for held-out numbers.", icon=":material/warning:"
+            "numbers are optimistic. Use the run's test split for held-out numbers.",
+            icon=":material/warning:",
         )
-    st.caption(f"Evaluating on every image of **{source.label}** within the run's age range "
-               f"({run.config.get('min_age')}–{run.config.get('max_age')}).")
+    st.caption(
+        f"Evaluating on every image of **{source.label}** within the run's age range "
+        f"({run.config.get('min_age')}–{run.config.get('max_age')})."
+    )
 
 
 def eval_key(target) -> str:
     return f"evaluate:{target.path}:{model_mtime(target)}:{data_tag}"
 
 
-def start_evaluation(target) -> None:
-    chosen = data_dir
+def start_evaluation(target) -> worker_jobs.JobInfo:
+    """Evaluate ``target`` in a worker process (one job per run, model and data, shared by all visitors)."""
+    args = {"run_dir": str(target.path), "data_dir": str(data_dir) if data_dir is not None else None}
+    return worker_jobs.submit_job(
+        "evaluate", args, owner_token(), label=f"Evaluating {target.name}", key=eval_key(target)
+    )
 
-    def work(job):
-        job.report(0.0, "loading the model and reading the images…")
-        steps = {"n": 0, "last": None}
 
-        def progress(done: int, total: int) -> None:
-            if steps["last"] is None or done < steps["last"]:
-                steps["n"] += 1  # evaluate_run restarts the count at each phase (index, decode, predict)
-            steps["last"] = done
-            job.report(done / max(total, 1), f"step {steps['n']}: {done:,}/{total:,} images")
-
-        return evaluate_run(target.path, data_dir=chosen, progress=progress)
-
-    registry().submit("evaluate", f"Evaluating {target.name}", work, key=eval_key(target))
+@st.cache_resource(max_entries=8, show_spinner=False)
+def load_evaluation(run_path: str, mtime: int, data: str | None, tag: str) -> Evaluation:
+    """The evaluation a worker computed, read back from the run's evaluation cache (keyed by model mtime)."""
+    return evaluate_run(Path(run_path), data_dir=Path(data) if data else None)
 
 
 def evaluation_of(target):
-    """The finished Evaluation of a run, or the Job computing it (started here when there is none).
-
-    The process-wide job registry keeps finished jobs, so their results serve every session and rerun.
-    """
+    """The finished Evaluation of a run, or the worker job computing it (started here when there is none)."""
     key = eval_key(target)
-    job = next((j for j in reversed(registry().jobs("evaluate")) if j.key == key), None)
-    if job is None:
-        start_evaluation(target)
-        job = next(j for j in reversed(registry().jobs("evaluate")) if j.key == key)
-    return job.result if job.state == "completed" else job
+    job = next((j for j in reversed(worker_jobs.list_jobs("evaluate")) if j.key == key), None)
+    if job is None or job.state in ("stopped", "interrupted"):
+        job = start_evaluation(target)
+    if job.state == "completed":
+        return load_evaluation(str(target.path), model_mtime(target), str(data_dir) if data_dir else None, data_tag)
+    return job
 
 
 targets = [run] + ([other] if other is not None else [])
 results = {t.name: evaluation_of(t) for t in targets}
-jobs = {name: r for name, r in results.items() if not isinstance(r, Evaluation)}
-if jobs:
-    waiting = any(j.active for j in jobs.values())
+pending = {name: r for name, r in results.items() if not isinstance(r, Evaluation)}
+if pending:
+    waiting = any(j.active for j in pending.values())
 
     @st.fragment(run_every=0.5 if waiting else None)
     def wait_panel() -> None:
-        for job in jobs.values():
+        current = [worker_jobs.load_job(j.dir) or j for j in pending.values()]
+        for job in current:
             job_progress(job)
             if job.state == "failed":
                 if st.button("Try again", key=f"eval_retry_{job.id}", icon=":material/refresh:"):
                     start_evaluation(next(t for t in targets if eval_key(t) == job.key))
                     st.rerun(scope="app")
-        if waiting and not any(j.active for j in jobs.values()):
+        if waiting and not any(j.active for j in current):
             st.rerun(scope="app")
 
     wait_panel()
@@ -146,9 +160,14 @@ if ev_other is not None:
         "Gender AUC": None,
     }
 cols = st.columns(len(head))
-for col, (label, value) in zip(cols, head.items()):
-    col.metric(label, value, delta=deltas.get(label), delta_color="inverse" if label.startswith("Age") else "normal",
-               help=f"{other.name}: {base[label]}" if base else None)
+for col, (label, value) in zip(cols, head.items(), strict=False):
+    col.metric(
+        label,
+        value,
+        delta=deltas.get(label),
+        delta_color="inverse" if label.startswith("Age") else "normal",
+        help=f"{other.name}: {base[label]}" if base else None,
+    )
 if ev_other is not None:
     st.caption(f"Deltas compare **{run.name}** with **{other.name}** (age: lower is better).")
 
@@ -159,7 +178,9 @@ if ev_other is not None:
     a.plotly_chart(evalcharts.compare_metrics(evals), key="eval_compare_metrics")
     b.plotly_chart(evalcharts.compare_mae_by_age_bin(evals), key="eval_compare_bins")
     st.dataframe(
-        evalcharts.compare_frame(evals), key="eval_compare_table", hide_index=True,
+        evalcharts.compare_frame(evals),
+        key="eval_compare_table",
+        hide_index=True,
         column_config={
             "age_mae": st.column_config.NumberColumn("Age MAE", format="%.2f"),
             "age_rmse": st.column_config.NumberColumn("Age RMSE", format="%.2f"),
@@ -175,7 +196,7 @@ if ev_other is not None:
 def side_by_side():
     """One column per evaluated run (two when comparing), each headed by its run name."""
     columns = st.columns(len(pairs))
-    for column, (target, evaluation, prefix) in zip(columns, pairs):
+    for column, (target, evaluation, prefix) in zip(columns, pairs, strict=False):
         if len(pairs) > 1:
             column.markdown(f"**{target.name}**")
         yield column, evaluation, prefix
@@ -183,7 +204,7 @@ def side_by_side():
 
 def gallery(files, captions, empty: str) -> None:
     present = evalcharts.existing_files(list(files))
-    shown = [(f, c) for f, c, ok in zip(files, captions, present) if ok]
+    shown = [(f, c) for f, c, ok in zip(files, captions, present, strict=False) if ok]
     if not shown:
         st.caption(empty if not len(files) else "The image files are no longer on disk.")
         return
@@ -192,22 +213,28 @@ def gallery(files, captions, empty: str) -> None:
         st.caption(f"{len(files) - len(shown)} image file(s) no longer on disk.")
 
 
+# Bound to the URL, the tabs also track which one is open: only that tab's content is built.
 tab_age, tab_class, tab_curves, tab_groups, tab_worst, tab_card = st.tabs(
-    ["Age", "Gender & race", "ROC & calibration", "Subgroups", "Worst errors", "Model card"]
+    ["Age", "Gender & race", "ROC & calibration", "Subgroups", "Worst errors", "Model card"],
+    default="Age",
+    key="eval_tab",
+    bind="query-params",
 )
+link_widgets("eval_tab")
 
-with tab_age:
-    for column, evaluation, p in side_by_side():
-        with column:
-            st.plotly_chart(evalcharts.age_scatter(evaluation), key=f"eval_{p}_scatter")
-            st.plotly_chart(evalcharts.mae_by_age_bin(evaluation), key=f"eval_{p}_bins")
-            if len(pairs) == 1:
-                a, b = st.columns(2)
-                a.plotly_chart(evalcharts.residual_histogram(evaluation), key=f"eval_{p}_residuals")
-                b.plotly_chart(evalcharts.residuals_vs_true(evaluation), key=f"eval_{p}_residuals_age")
-            else:
-                st.plotly_chart(evalcharts.residual_histogram(evaluation), key=f"eval_{p}_residuals")
-                st.plotly_chart(evalcharts.residuals_vs_true(evaluation), key=f"eval_{p}_residuals_age")
+if tab_age.open:
+    with tab_age:
+        for column, evaluation, p in side_by_side():
+            with column:
+                st.plotly_chart(evalcharts.age_scatter(evaluation), key=f"eval_{p}_scatter")
+                st.plotly_chart(evalcharts.mae_by_age_bin(evaluation), key=f"eval_{p}_bins")
+                if len(pairs) == 1:
+                    a, b = st.columns(2)
+                    a.plotly_chart(evalcharts.residual_histogram(evaluation), key=f"eval_{p}_residuals")
+                    b.plotly_chart(evalcharts.residuals_vs_true(evaluation), key=f"eval_{p}_residuals_age")
+                else:
+                    st.plotly_chart(evalcharts.residual_histogram(evaluation), key=f"eval_{p}_residuals")
+                    st.plotly_chart(evalcharts.residuals_vs_true(evaluation), key=f"eval_{p}_residuals_age")
 
 CELL_KEYS = ("eval_cell_head", "eval_cell_true", "eval_cell_pred")
 HEAD_CLASSES = evalcharts.CLASS_HEADS
@@ -221,87 +248,144 @@ def pick_cell(chart_key: str, head: str) -> None:
         st.session_state["eval_cell_true"], st.session_state["eval_cell_pred"] = cell
 
 
-with tab_class:
-    normalized = st.toggle("Row-normalised (share of each true class)", key="eval_cm_norm")
-    for column, evaluation, p in side_by_side():
-        with column:
-            for head_name in ("gender", "race"):
-                chart_key = f"eval_{p}_cm_{head_name}"
-                fig = evalcharts.confusion_heatmap(evaluation, head_name, normalized=normalized)
-                if p == "a":
-                    st.plotly_chart(fig, key=chart_key, on_select=partial(pick_cell, chart_key, head_name),
-                                    selection_mode="points")
-                else:
-                    st.plotly_chart(fig, key=chart_key)
-                report = evalcharts.report_frame(evaluation.report_gender if head_name == "gender" else evaluation.report_race)
-                st.dataframe(report, key=f"eval_{p}_report_{head_name}", hide_index=True,
-                             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")})
+if tab_class.open:
+    with tab_class:
+        normalized = st.toggle(
+            "Row-normalised (share of each true class)", value=False, key="eval_cm_norm", bind="query-params"
+        )
+        for column, evaluation, p in side_by_side():
+            with column:
+                for head_name in ("gender", "race"):
+                    chart_key = f"eval_{p}_cm_{head_name}"
+                    fig = evalcharts.confusion_heatmap(evaluation, head_name, normalized=normalized)
+                    if p == "a":
+                        st.plotly_chart(
+                            fig,
+                            key=chart_key,
+                            on_select=partial(pick_cell, chart_key, head_name),
+                            selection_mode="points",
+                        )
+                    else:
+                        st.plotly_chart(fig, key=chart_key)
+                    report = evalcharts.report_frame(
+                        evaluation.report_gender if head_name == "gender" else evaluation.report_race
+                    )
+                    st.dataframe(
+                        report,
+                        key=f"eval_{p}_report_{head_name}",
+                        hide_index=True,
+                        column_config={
+                            c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")
+                        },
+                    )
 
-    st.subheader("Images of a confusion cell")
-    st.caption(f"Click a cell of a confusion matrix of **{run.name}** above, or pick it here.")
-    if st.session_state.get("eval_cell_head") not in HEAD_CLASSES:
-        st.session_state["eval_cell_head"] = "race"
-    cell_head = st.session_state["eval_cell_head"]
-    classes = HEAD_CLASSES[cell_head]
-    if st.session_state.get("eval_cell_true") not in classes or st.session_state.get("eval_cell_pred") not in classes:
-        st.session_state["eval_cell_true"], st.session_state["eval_cell_pred"] = evalcharts.top_confusion(ev, cell_head)
-    k1, k2, k3 = st.columns(3)
-    k1.selectbox("Head", list(HEAD_CLASSES), key="eval_cell_head")
-    true_name = k2.selectbox("True class", classes, key="eval_cell_true")
-    pred_name = k3.selectbox("Predicted class", classes, key="eval_cell_pred")
-    cell = evalcharts.confusion_cell_frame(ev, cell_head, true_name, pred_name)
-    st.markdown(f"**{len(cell):,}** image(s) with true {cell_head} **{true_name}** predicted as **{pred_name}**"
-                + (" (the 36 most confident shown)." if len(cell) > 36 else "."))
-    top = cell.head(36)
-    gallery(top["file"].tolist(),
-            [f"age {r.true_age:.0f} · pred {r.pred_age:.0f} · {r.confidence:.0%}" for r in top.itertuples()],
-            "No image in this cell.")
-
-with tab_curves:
-    for column, evaluation, p in side_by_side():
-        with column:
-            a, b = st.columns(2)
-            a.plotly_chart(evalcharts.roc_figure(evaluation), key=f"eval_{p}_roc")
-            b.plotly_chart(evalcharts.pr_figure(evaluation), key=f"eval_{p}_pr")
-            a, b = st.columns(2)
-            a.plotly_chart(evalcharts.reliability_figure(evaluation, "gender"), key=f"eval_{p}_rel_gender")
-            b.plotly_chart(evalcharts.reliability_figure(evaluation, "race"), key=f"eval_{p}_rel_race")
-    st.caption("Reliability: bars below the diagonal mean the model is over-confident in that confidence range. "
-               "ECE is the image-weighted mean gap between confidence and accuracy.")
-
-with tab_groups:
-    for column, evaluation, p in side_by_side():
-        with column:
-            heat = st.columns(3 if len(pairs) == 1 else 1)
-            for i, metric in enumerate(evalcharts.SUBGROUP_METRICS):
-                heat[i % len(heat)].plotly_chart(evalcharts.subgroup_heatmap(evaluation, metric), key=f"eval_{p}_group_{metric}")
-            st.dataframe(
-                evalcharts.subgroup_table(evaluation), key=f"eval_{p}_subgroups", hide_index=True,
-                column_config={
-                    "age_mae": st.column_config.NumberColumn("Age MAE", format="%.2f"),
-                    "gender_accuracy": st.column_config.ProgressColumn("Gender acc", min_value=0.0, max_value=1.0, format="percent"),
-                    "race_accuracy": st.column_config.ProgressColumn("Race acc", min_value=0.0, max_value=1.0, format="percent"),
-                    "enough": st.column_config.CheckboxColumn(f"n ≥ {evaluation.min_group_n}"),
-                },
+        st.subheader("Images of a confusion cell")
+        st.caption(f"Click a cell of a confusion matrix of **{run.name}** above, or pick it here.")
+        k1, k2, k3 = st.columns(3)
+        # Initial values come from session state (the clicked cell, or the largest confusion), or the link.
+        if st.session_state.get("eval_cell_head") not in HEAD_CLASSES:
+            st.session_state["eval_cell_head"] = "race"
+        cell_head = k1.selectbox("Head", list(HEAD_CLASSES), key="eval_cell_head", bind="query-params")
+        classes = HEAD_CLASSES[cell_head]
+        if (
+            st.session_state.get("eval_cell_true") not in classes
+            or st.session_state.get("eval_cell_pred") not in classes
+        ):
+            st.session_state["eval_cell_true"], st.session_state["eval_cell_pred"] = evalcharts.top_confusion(
+                ev, cell_head
             )
-            st.markdown(f"**Best–worst gaps** (cells with at least {evaluation.min_group_n} images)")
-            st.dataframe(evalcharts.gap_table(evaluation), key=f"eval_{p}_gaps", hide_index=True,
-                         column_config={"gap": st.column_config.NumberColumn("Gap", format="%.3f")})
-    st.caption("Accuracy gaps are fractions (0.05 = 5 percentage points); the age gap is in years. "
-               "Small cells give noisy numbers.")
+        true_name = k2.selectbox("True class", classes, key="eval_cell_true", bind="query-params")
+        pred_name = k3.selectbox("Predicted class", classes, key="eval_cell_pred", bind="query-params")
+        link_widgets("eval_cm_norm", *CELL_KEYS)
+        cell = evalcharts.confusion_cell_frame(ev, cell_head, true_name, pred_name)
+        st.markdown(
+            f"**{len(cell):,}** image(s) with true {cell_head} **{true_name}** predicted as **{pred_name}**"
+            + (" (the 36 most confident shown)." if len(cell) > 36 else ".")
+        )
+        top = cell.head(36)
+        gallery(
+            top["file"].tolist(),
+            [f"age {r.true_age:.0f} · pred {r.pred_age:.0f} · {r.confidence:.0%}" for r in top.itertuples()],
+            "No image in this cell.",
+        )
 
-with tab_worst:
-    for column, evaluation, p in side_by_side():
-        with column:
-            for head_name, title in (("age", "Largest age errors"), ("gender", "Most confident wrong genders"),
-                                     ("race", "Most confident wrong races")):
-                st.markdown(f"**{title}**")
-                table = evaluation.worst[head_name]
-                gallery(table["file"].tolist(), evalcharts.worst_captions(table, head_name), "No error for this head.")
+if tab_curves.open:
+    with tab_curves:
+        for column, evaluation, p in side_by_side():
+            with column:
+                a, b = st.columns(2)
+                a.plotly_chart(evalcharts.roc_figure(evaluation), key=f"eval_{p}_roc")
+                b.plotly_chart(evalcharts.pr_figure(evaluation), key=f"eval_{p}_pr")
+                a, b = st.columns(2)
+                a.plotly_chart(evalcharts.reliability_figure(evaluation, "gender"), key=f"eval_{p}_rel_gender")
+                b.plotly_chart(evalcharts.reliability_figure(evaluation, "race"), key=f"eval_{p}_rel_race")
+        st.caption(
+            "Reliability: bars below the diagonal mean the model is over-confident in that confidence range. "
+            "ECE is the image-weighted mean gap between confidence and accuracy."
+        )
 
-with tab_card:
-    card = render_model_card(run.path, evaluation=ev)
-    st.download_button("Download the model card (Markdown)", card, file_name=f"model-card-{run.name}.md",
-                       mime="text/markdown", key="eval_card", icon=":material/download:", on_click="ignore")
-    with st.container(border=True):
-        st.markdown(card)
+if tab_groups.open:
+    with tab_groups:
+        for column, evaluation, p in side_by_side():
+            with column:
+                heat = st.columns(3 if len(pairs) == 1 else 1)
+                for i, metric in enumerate(evalcharts.SUBGROUP_METRICS):
+                    heat[i % len(heat)].plotly_chart(
+                        evalcharts.subgroup_heatmap(evaluation, metric), key=f"eval_{p}_group_{metric}"
+                    )
+                st.dataframe(
+                    evalcharts.subgroup_table(evaluation),
+                    key=f"eval_{p}_subgroups",
+                    hide_index=True,
+                    column_config={
+                        "age_mae": st.column_config.NumberColumn("Age MAE", format="%.2f"),
+                        "gender_accuracy": st.column_config.ProgressColumn(
+                            "Gender acc", min_value=0.0, max_value=1.0, format="percent"
+                        ),
+                        "race_accuracy": st.column_config.ProgressColumn(
+                            "Race acc", min_value=0.0, max_value=1.0, format="percent"
+                        ),
+                        "enough": st.column_config.CheckboxColumn(f"n ≥ {evaluation.min_group_n}"),
+                    },
+                )
+                st.markdown(f"**Best–worst gaps** (cells with at least {evaluation.min_group_n} images)")
+                st.dataframe(
+                    evalcharts.gap_table(evaluation),
+                    key=f"eval_{p}_gaps",
+                    hide_index=True,
+                    column_config={"gap": st.column_config.NumberColumn("Gap", format="%.3f")},
+                )
+        st.caption(
+            "Accuracy gaps are fractions (0.05 = 5 percentage points); the age gap is in years. "
+            "Small cells give noisy numbers."
+        )
+
+if tab_worst.open:
+    with tab_worst:
+        for column, evaluation, _ in side_by_side():
+            with column:
+                for head_name, title in (
+                    ("age", "Largest age errors"),
+                    ("gender", "Most confident wrong genders"),
+                    ("race", "Most confident wrong races"),
+                ):
+                    st.markdown(f"**{title}**")
+                    table = evaluation.worst[head_name]
+                    gallery(
+                        table["file"].tolist(), evalcharts.worst_captions(table, head_name), "No error for this head."
+                    )
+
+if tab_card.open:
+    with tab_card:
+        card = render_model_card(run.path, evaluation=ev)
+        st.download_button(
+            "Download the model card (Markdown)",
+            card,
+            file_name=f"model-card-{run.name}.md",
+            mime="text/markdown",
+            key="eval_card",
+            icon=":material/download:",
+            on_click="ignore",
+        )
+        with st.container(border=True):
+            st.markdown(card)

@@ -313,3 +313,116 @@ def test_bad_limits_rejected(tmp_path, arg, value):
 def test_bad_source_type_rejected(tmp_path):
     with pytest.raises(TypeError, match="source must be"):
         extract_archive(12345, dest_root=tmp_path)  # type: ignore[arg-type]
+
+
+# --- issue 8: bounded disk (ratio, totals, free space, per-session uploads) -----------------------
+
+
+@pytest.fixture(scope="module")
+def disk_bomb(tmp_path_factory) -> Path:
+    from tests.hostile import write_zip_bomb
+
+    return write_zip_bomb(tmp_path_factory.mktemp("bomb") / "bomb.zip")
+
+
+def test_disk_bomb_zip_is_refused_before_writing_100_mb(disk_bomb, tmp_path):
+    """The 4 MB zip of 63 x 63 MiB zeros; a file-size rlimit of 100 MB kills a process that writes more."""
+    import subprocess
+    import sys
+
+    from tests.hostile import REPO, folder_bytes
+
+    assert disk_bomb.stat().st_size < 5 * 1024**2
+    script = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 2**20, 100 * 2**20));"
+        "from utkface_core.archive import extract_archive, ArchiveError\n"
+        "try:\n extract_archive(open(sys.argv[1], 'rb').read(), dest_root=sys.argv[2]); print('EXTRACTED')\n"
+        "except ArchiveError as exc:\n print('REFUSED', exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(disk_bomb), str(tmp_path / "u")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"killed or failed (exit {proc.returncode}): {proc.stderr[-500:]}"
+    assert proc.stdout.startswith("REFUSED") and "decompression bomb" in proc.stdout
+    assert folder_bytes(tmp_path / "u") < 100 * 1024**2
+
+
+def _deflated_zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_compression_ratio_cap_applies_to_one_member(tmp_path):
+    data = _deflated_zip({"a.jpg": _jpeg(1), "zeros.jpg": b"\0" * (8 * 1024**2)})
+    with pytest.raises(ArchiveError, match=r"zeros\.jpg.*100 times"):
+        extract_archive(data, dest_root=tmp_path / "u")
+    assert not any((tmp_path / "u").rglob("*.jpg"))
+    assert extract_archive(data, dest_root=tmp_path / "v", max_ratio=10_000).extracted == 2
+
+
+def test_compression_ratio_cap_applies_to_a_whole_tar_gz(tmp_path):
+    data = _tar_bytes({f"{i}.jpg": b"\0" * (2 * 1024**2) for i in range(4)}, "w:gz")
+    with pytest.raises(ArchiveError, match="decompression bomb"):
+        extract_archive(data, dest_root=tmp_path / "u")
+
+
+def test_total_cap_defaults_to_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("UTKFACE_MAX_ARCHIVE_BYTES", str(1024))
+    with pytest.raises(ArchiveError, match="expands to more than 1.0 KiB"):
+        extract_archive(_zip_bytes({f"{i}.jpg": _jpeg(i, size=32) for i in range(3)}), dest_root=tmp_path / "u")
+
+
+def test_not_enough_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil as shutil_mod
+
+    monkeypatch.setattr(archive.shutil, "disk_usage", lambda _: shutil_mod._ntuple_diskusage(10**9, 10**9 - 100, 100))
+    with pytest.raises(ArchiveError, match="not enough free disk space"):
+        extract_archive(_zip_bytes(GOOD_MEMBERS), dest_root=tmp_path / "u")
+    assert not any((tmp_path / "u").iterdir())
+
+
+def test_error_messages_hold_no_server_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(archive.shutil, "disk_usage", lambda _: (_ for _ in ()).throw(OSError("x")))
+    root = tmp_path / "secret-server-folder"
+    for data in (_deflated_zip({"zeros.jpg": b"\0" * (8 * 1024**2)}), b"not an archive"):
+        with pytest.raises(ArchiveError) as info:
+            extract_archive(data, dest_root=root)
+        assert "secret-server-folder" not in str(info.value)
+
+
+def test_twenty_rapid_uploads_of_one_archive_keep_disk_flat(tmp_path):
+    from tests.hostile import folder_bytes
+    from utkface_core import paths, sources
+
+    data = _zip_bytes({f"{20 + i}_0_0_2017.jpg.chip.jpg": _jpeg(i, size=64) for i in range(20)})
+    uploads = paths.data_subdir("uploads")
+    first = sources.archive_source(data, "faces.zip", session_id="session-one")
+    after_one = folder_bytes(uploads)
+    for _ in range(19):
+        again = sources.archive_source(data, "faces.zip", session_id="session-one")
+    assert again.path == first.path and folder_bytes(uploads) == after_one
+    assert str(uploads) not in first.label
+
+
+def test_uploads_are_per_session_and_released(tmp_path):
+    from tests.hostile import folder_bytes
+    from utkface_core import paths, sources
+
+    a = sources.archive_source(_zip_bytes({"1.jpg": _jpeg(1)}), "a.zip", session_id="session-aaa")
+    b = sources.archive_source(_zip_bytes({"2.jpg": _jpeg(2)}), "b.zip", session_id="session-aaa")
+    other = sources.archive_source(_zip_bytes({"1.jpg": _jpeg(1)}), "a.zip", session_id="session-bbb")
+    assert other.path != a.path and other.path.parent != a.path.parent
+    assert sources.release_uploads("session-aaa", keep=b.path) == 1
+    assert not a.path.exists() and b.path.exists()
+    sources.release_uploads("session-aaa")
+    sources.release_uploads("session-bbb")
+    assert folder_bytes(paths.data_subdir("uploads")) == 0
+    with pytest.raises(ValueError, match="session_id"):
+        sources.session_upload_root("../x")

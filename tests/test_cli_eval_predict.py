@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.models import tiny_model as contract_model
 from utkface_core import runs
 from utkface_core.cli import main
-from tests.models import tiny_model as contract_model
 from utkface_core.evaluation import evaluate_run
 
 SIZE = 32
@@ -47,12 +47,21 @@ def make_tiny_run(root: Path, name: str = "tiny-run", *, model=None, data: Path 
     frame["split"] = [("train", "test", "test", "valid")[i % 4] for i in range(len(frame))]
     frame.to_csv(run / "split.csv", index=False)
     (model or tiny_model()).save(run / "model.keras")
-    config = {"preset": "fast", "image_size": SIZE, "min_age": 10, "max_age": 65, "seed": seed, "epochs": 1,
-              "loss_weights": {"age": 2.0, "gender": 1.0, "race": 1.5},
-              "data": {"source": str(frame["path"].iloc[0].rsplit("/", 1)[0]), "fingerprint": "tiny"}}
+    config = {
+        "preset": "fast",
+        "image_size": SIZE,
+        "min_age": 10,
+        "max_age": 65,
+        "seed": seed,
+        "epochs": 1,
+        "loss_weights": {"age": 2.0, "gender": 1.0, "race": 1.5},
+        "data": {"source": str(frame["path"].iloc[0].rsplit("/", 1)[0]), "fingerprint": "tiny"},
+    }
     runs.write_json_atomic(run / "config.json", config)
-    runs.write_json_atomic(run / "metrics.json", {"age_mae": 12.5, "gender_accuracy": 0.5, "race_accuracy": 0.2,
-                                                  "n": int((frame["split"] == "test").sum())})
+    runs.write_json_atomic(
+        run / "metrics.json",
+        {"age_mae": 12.5, "gender_accuracy": 0.5, "race_accuracy": 0.2, "n": int((frame["split"] == "test").sum())},
+    )
     runs.write_status(run, "completed", "trained 1 epochs")
     return run
 
@@ -102,12 +111,15 @@ def test_evaluate_on_a_data_folder(tiny_run, capsys):
     assert json.loads(capsys.readouterr().out)["n"] == N_IMAGES
 
 
-@pytest.mark.parametrize("args, message", [
-    (["evaluate", "{missing}"], "does not exist"),
-    (["evaluate", "{run}", "--data", "{missing}"], "does not exist"),
-    (["evaluate", "{run}", "--min-age", "50", "--max-age", "20"], "must not exceed"),
-    (["evaluate", "{not_run}"], "config.json is missing"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["evaluate", "{missing}"], "does not exist"),
+        (["evaluate", "{run}", "--data", "{missing}"], "does not exist"),
+        (["evaluate", "{run}", "--min-age", "50", "--max-age", "20"], "must not exceed"),
+        (["evaluate", "{not_run}"], "config.json is missing"),
+    ],
+)
 def test_evaluate_bad_input_exits_2_with_one_line(tiny_run, tmp_path, capsys, args, message):
     names = {"missing": str(tmp_path / "missing"), "run": str(tiny_run), "not_run": str(tmp_path)}
     assert main([a.format(**names) for a in args]) == 2

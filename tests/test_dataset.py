@@ -67,7 +67,17 @@ def test_cached_index_is_rebuilt_when_a_file_changes(utk_folder):
 
 def test_summary_is_json_with_the_cli_keys(utk_folder):
     summary = json.loads(json.dumps(index_folder(utk_folder).summary()))
-    for key in ("files", "labelled", "rejected", "warnings", "duplicate_groups", "label_conflicts", "by_gender", "by_race", "by_age_bin"):
+    for key in (
+        "files",
+        "labelled",
+        "rejected",
+        "warnings",
+        "duplicate_groups",
+        "label_conflicts",
+        "by_gender",
+        "by_race",
+        "by_age_bin",
+    ):
         assert key in summary
 
 

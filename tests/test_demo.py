@@ -59,7 +59,7 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
     c = demo.generate_demo_dataset(tmp_path / "c", n=40, seed=4, size=64)
     files_a, files_b = _images(a), _images(b)
     assert [p.name for p in files_a] == [p.name for p in files_b]
-    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(files_a, files_b))
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(files_a, files_b, strict=False))
     assert [p.name for p in _images(c)] != [p.name for p in files_a]
     assert files_a[0].read_bytes() != _images(c)[0].read_bytes()
 
@@ -299,3 +299,46 @@ def test_age_is_visible_in_pixels():
     accuracy = cross_val_score(clf, np.stack(feats), groups, cv=3).mean()
     assert accuracy >= 0.6, accuracy  # chance is about 0.33
 
+
+# --- the demo set before its faces are drawn (the app shows it at once) -------------------------------
+
+
+def test_demo_index_from_names_equals_the_index_of_the_drawn_folder():
+    from utkface_core.dataset import index_folder
+
+    early = demo.demo_index(n=40, seed=3)
+    assert not early.root.exists()  # nothing drawn yet
+    drawn = index_folder(demo.ensure_demo_dataset(n=40, seed=3))
+    assert early.root == drawn.root
+    assert (early.frame["hash"] == "").all() and (drawn.frame["hash"] != "").all()
+    cols = [c for c in early.frame.columns if c != "hash"]
+    assert early.frame[cols].equals(drawn.frame[cols])
+    assert early.summary() | {"root": None} == drawn.summary() | {"root": None}
+
+
+def test_render_demo_file_draws_the_same_bytes_as_the_folder_holds():
+    folder = demo.ensure_demo_dataset(n=12, seed=5)
+    for path in _images(folder)[:3]:
+        assert demo.render_demo_file(path.name, n=12, seed=5) == path.read_bytes()
+    with pytest.raises(KeyError):
+        demo.render_demo_file("30_0_0_20170101000000000.jpg.chip.jpg", n=12, seed=5)
+
+
+def test_demo_build_draws_in_the_background_and_reports_progress():
+    build = demo.DemoBuild(n=30, seed=2)
+    assert not build.ready and build.done == 0 and build.total == 30
+    build.start()
+    build.start()  # a second start while drawing is a no-op
+    assert build.wait(timeout=300)
+    assert build.ready and build.error is None and build.done == 30
+    assert demo.is_demo_dataset(build.path) and len(_images(build.path)) == 30
+    assert demo.DemoBuild(n=30, seed=2).ready  # a later server finds the set complete
+
+
+def test_demo_build_reports_a_failure_instead_of_raising():
+    target = demo.default_demo_dir(10, 0)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("a file where the demo folder should go")
+    build = demo.DemoBuild(n=10, seed=0).start()
+    assert not build.wait(timeout=300)
+    assert not build.ready and "is not a folder" in build.error

@@ -84,7 +84,11 @@ def test_detect_faces_rejects_non_rgb_input(image):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"min_confidence": 1.5}, "min_confidence"), ({"min_face_size": 5}, "min_face_size"), ({"max_side": 10}, "max_side")],
+    [
+        ({"min_confidence": 1.5}, "min_confidence"),
+        ({"min_face_size": 5}, "min_face_size"),
+        ({"max_side": 10}, "max_side"),
+    ],
 )
 def test_detect_faces_rejects_bad_settings(kwargs, match):
     with pytest.raises(FaceInputError, match=match):
@@ -109,12 +113,16 @@ def _template_face(matrix: np.ndarray) -> Face:
 def test_align_face_inverts_a_known_rotation_and_scale():
     rng = np.random.default_rng(1)
     # A smooth random pattern stands in for a 200x200 face crop.
-    pattern = np.asarray(Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).resize((200, 200), Image.BILINEAR))
+    pattern = np.asarray(
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).resize((200, 200), Image.BILINEAR)
+    )
     angle, scale, shift = np.radians(12.0), 1.4, np.array([230.0, 120.0])
     rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     matrix = np.hstack([rot, shift[:, None]])
     inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))
-    photo = np.asarray(Image.fromarray(pattern).transform((640, 480), Image.AFFINE, tuple(inverse[:2].ravel()), Image.BILINEAR))
+    photo = np.asarray(
+        Image.fromarray(pattern).transform((640, 480), Image.AFFINE, tuple(inverse[:2].ravel()), Image.BILINEAR)
+    )
     crop = align_face(photo, _template_face(matrix), size=200)
     assert crop.shape == (200, 200, 3) and crop.dtype == np.uint8
     inner = (slice(10, 190), slice(10, 190))  # borders pick up the resampling of the edge
@@ -186,7 +194,9 @@ def test_align_face_reproduces_a_rotated_utkface_crop():
     matrix = np.hstack([rot, (np.array([320.0, 240.0]) - rot @ np.array([100.0, 100.0]))[:, None]])
     inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))
     photo = np.asarray(
-        Image.fromarray(original).transform((640, 480), Image.AFFINE, tuple(inverse[:2].ravel()), Image.BILINEAR, fillcolor=(110, 110, 110))
+        Image.fromarray(original).transform(
+            (640, 480), Image.AFFINE, tuple(inverse[:2].ravel()), Image.BILINEAR, fillcolor=(110, 110, 110)
+        )
     )
     found = detect_faces(photo)
     assert len(found) == 1

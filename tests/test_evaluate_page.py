@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -10,9 +9,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.test_cli_eval_predict import make_tiny_run, tiny_model
+from tests.waits import wait_until
 from utkface_core import evalcharts
 from utkface_core.evaluation import evaluate_run
-from utkface_core.jobs import registry
+from utkface_core.jobs import list_jobs
 
 APP = "../streamlit_app.py"
 
@@ -33,14 +33,16 @@ def runs_root(tmp_path_factory):
         yield root
 
 
-def settle(at: AppTest, timeout: float = 90) -> AppTest:
-    """Rerun the page until no evaluation job is running (AppTest does not run fragment timers)."""
-    end = time.time() + timeout
+def settle(at: AppTest) -> AppTest:
+    """Run the page, wait until no evaluation job is active, then run it once more.
+
+    The last run must start after the jobs ended: a page drawn while a job was still running holds no
+    results yet (AppTest does not run fragment timers, so nothing redraws it by itself).
+    """
     at.run()
-    while any(j.active for j in registry().jobs("evaluate")) and time.time() < end:
-        time.sleep(0.3)
-        at.run()
-    return at
+    # Evaluations run in worker processes: wait on their job folders.
+    wait_until(lambda: not any(j.active for j in list_jobs("evaluate")), "the evaluation jobs to end")
+    return at.run()
 
 
 def evaluate_page(**query) -> AppTest:
@@ -65,7 +67,7 @@ def test_without_runs_the_page_points_to_train(tmp_path, monkeypatch):
 def test_url_picks_the_run_and_metrics_match_evaluate_run(runs_root):
     at = evaluate_page(run="run-a")
     assert not at.exception
-    assert at.selectbox(key="eval_run").value == "run-a"
+    assert at.selectbox(key="run").value == "run-a"
     ev = evaluate_run(runs_root / "run-a")
     assert metric(at, "Images") == f"{ev.n:,}"
     assert metric(at, "Age MAE") == f"{ev.age_mae:.2f} y"
@@ -74,31 +76,34 @@ def test_url_picks_the_run_and_metrics_match_evaluate_run(runs_root):
 
 def test_choosing_a_run_is_mirrored_in_the_url(runs_root):
     at = evaluate_page(run="run-a")
-    at.selectbox(key="eval_run").set_value("run-b")
+    at.selectbox(key="run").set_value("run-b")
     settle(at)
-    assert at.query_params["run"] in ("run-b", ["run-b"])
+    # The browser writes a bound widget's URL itself (AppTest has none): the page's shareable link shows it.
+    assert any("run=run-b" in c.value for c in at.sidebar.code)
     assert metric(at, "Age MAE") == f"{evaluate_run(runs_root / 'run-b').age_mae:.2f} y"
 
 
 def test_unknown_run_in_the_url_falls_back_to_the_newest(runs_root):
     at = evaluate_page(run="no-such-run")
     assert not at.exception
-    assert at.selectbox(key="eval_run").value == "run-b"
+    assert at.selectbox(key="run").value == "run-b"
 
 
 def test_confusion_cell_shows_its_images(runs_root):
-    at = evaluate_page(run="run-a")
+    at = evaluate_page(run="run-a", eval_tab="Gender & race")
     at.selectbox(key="eval_cell_head").set_value("race").run()
     at.selectbox(key="eval_cell_true").set_value("Black")
     at.selectbox(key="eval_cell_pred").set_value("Indian").run()
     ev = evaluate_run(runs_root / "run-a")
     expected = len(evalcharts.confusion_cell_frame(ev, "race", "Black", "Indian"))
     assert expected == ev.confusion_race.loc["Black", "Indian"]
-    assert any(f"**{expected:,}** image(s) with true race **Black** predicted as **Indian**" in m.value for m in at.markdown)
+    assert any(
+        f"**{expected:,}** image(s) with true race **Black** predicted as **Indian**" in m.value for m in at.markdown
+    )
 
 
 def test_switching_the_cell_head_resets_the_classes(runs_root):
-    at = evaluate_page(run="run-a")
+    at = evaluate_page(run="run-a", eval_tab="Gender & race")
     at.selectbox(key="eval_cell_head").set_value("gender").run()
     assert not at.exception
     assert at.selectbox(key="eval_cell_true").value in ("male", "female")
@@ -115,7 +120,7 @@ def test_comparison_shows_both_runs_and_deltas(runs_root):
 
 
 def test_model_card_is_offered_for_download(runs_root):
-    at = evaluate_page(run="run-a")
+    at = evaluate_page(run="run-a", eval_tab="Model card")
     assert at.get("download_button")
     assert any(m.value.startswith("# Model card: run-a") for m in at.markdown)
     assert any("Subgroup performance" in m.value for m in at.markdown)

@@ -227,8 +227,18 @@ def test_json_dict_has_the_cli_contract_and_serialises():
     data = ev.to_json_dict()
     text = json.dumps(data, allow_nan=False)
     assert json.loads(text)["n"] == 6
-    for key in ("n", "age_mae", "age_rmse", "gender_accuracy", "race_accuracy", "confusion", "report",
-                "subgroups", "gaps", "ece"):
+    for key in (
+        "n",
+        "age_mae",
+        "age_rmse",
+        "gender_accuracy",
+        "race_accuracy",
+        "confusion",
+        "report",
+        "subgroups",
+        "gaps",
+        "ece",
+    ):
         assert key in data
     assert data["confusion"]["gender"] == [[2, 1], [1, 2]]
     assert all(type(v) is int for row in data["confusion"]["race"] for v in row)
@@ -294,8 +304,13 @@ def test_module_does_not_import_tensorflow():
     code = "import sys, utkface_core.evaluation, utkface_core.modelcard; print('tensorflow' in sys.modules)"
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -307,8 +322,8 @@ IMAGE_SIZE = 8
 
 @pytest.fixture()
 def core():
-    """The real imagecache and inference modules (monkeypatched in the cache test)."""
-    return {name: importlib.import_module(f"utkface_core.{name}") for name in ("imagecache", "inference")}
+    """The real imagecache and prediction modules (monkeypatched in the cache test)."""
+    return {name: importlib.import_module(f"utkface_core.{name}") for name in ("imagecache", "prediction")}
 
 
 @pytest.fixture(scope="module")
@@ -355,16 +370,27 @@ def run_dir(tmp_path, monkeypatch, tiny_model_file) -> Path:
     run = tmp_path / "app" / "runs" / "run1"
     run.mkdir(parents=True)
     shutil.copy(tiny_model_file, run / "model.keras")
-    config = {"image_size": IMAGE_SIZE, "min_age": 10, "max_age": 65, "preset": "tiny", "seed": 0,
-              "loss_weights": {"age": 1.0, "gender": 1.0, "race": 1.0},
-              "data": {"source": str(tmp_path / "data"), "fingerprint": "abc"}}
+    config = {
+        "image_size": IMAGE_SIZE,
+        "min_age": 10,
+        "max_age": 65,
+        "preset": "tiny",
+        "seed": 0,
+        "loss_weights": {"age": 1.0, "gender": 1.0, "race": 1.0},
+        "data": {"source": str(tmp_path / "data"), "fingerprint": "abc"},
+    }
     (run / "config.json").write_text(json.dumps(config))
     splits = ["train", "train", "test", "test", "test", "test", "valid", "test"]
-    pd.DataFrame({
-        "path": [str(p) for p in images], "file": [p.name for p in images],
-        "age": [a for a, _, _ in LABELS], "gender": [g for _, g, _ in LABELS], "race": [r for _, _, r in LABELS],
-        "split": splits,
-    }).to_csv(run / "split.csv", index=False)
+    pd.DataFrame(
+        {
+            "path": [str(p) for p in images],
+            "file": [p.name for p in images],
+            "age": [a for a, _, _ in LABELS],
+            "gender": [g for _, g, _ in LABELS],
+            "race": [r for _, _, r in LABELS],
+            "split": splits,
+        }
+    ).to_csv(run / "split.csv", index=False)
     return run
 
 
@@ -404,7 +430,7 @@ def test_evaluate_run_second_call_hits_the_cache(run_dir, core, monkeypatch):
         raise AssertionError("decoding or inference ran despite a cached result")
 
     monkeypatch.setattr(core["imagecache"], "build_image_cache", fail)
-    monkeypatch.setattr(core["inference"], "load_model", fail)
+    monkeypatch.setattr(core["prediction"], "load_model", fail)
     second = evaluate_run(run_dir)
     assert second.cached
     assert second.age_mae == pytest.approx(first.age_mae)

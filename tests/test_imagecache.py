@@ -347,3 +347,71 @@ def test_build_bad_arguments_rejected(tmp_path, kwargs, match):
     args = {"paths": _images(tmp_path, 1), "size": 8, "cache_root": tmp_path / "c", **kwargs}
     with pytest.raises(ValueError, match=match):
         build_image_cache(**args)
+
+
+# --- issue 8: bounded memory for hostile images -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pixel_bomb(tmp_path_factory):
+    from tests.hostile import write_png_bomb
+
+    return write_png_bomb(tmp_path_factory.mktemp("bomb") / "bomb.png")
+
+
+@pytest.fixture(scope="module")
+def big_jpeg(tmp_path_factory):
+    from tests.hostile import write_big_jpeg
+
+    return write_big_jpeg(tmp_path_factory.mktemp("big") / "big.jpg")
+
+
+def test_pixel_bomb_is_refused_from_its_header(pixel_bomb):
+    assert pixel_bomb.stat().st_size < 1024**2
+    with pytest.raises(ImageDecodeError, match=r"13,000 x 13,000 pixels \(169 Mpx\), over the 40 Mpx limit"):
+        decode_image(pixel_bomb)
+    with pytest.raises(ImageDecodeError, match="over the 40 Mpx limit"):
+        decode_image(pixel_bomb.read_bytes(), 64)
+
+
+def test_pixel_cap_is_overridable(tmp_path, monkeypatch):
+    path = tmp_path / "a.png"
+    Image.new("RGB", (100, 50)).save(path)
+    monkeypatch.setenv("UTKFACE_MAX_IMAGE_PIXELS", "4999")
+    with pytest.raises(ImageDecodeError, match="100 x 50 pixels"):
+        decode_image(path)
+    monkeypatch.setenv("UTKFACE_MAX_IMAGE_PIXELS", "5000")
+    assert decode_image(path).shape == (50, 100, 3)
+
+
+def test_max_side_downscales_jpeg_while_decoding(big_jpeg):
+    arr = decode_image(big_jpeg, max_side=1600)
+    assert arr.shape == (1200, 1600, 3)
+    # The gradient survives downscaling: red grows left to right, green top to bottom.
+    assert arr[600, 10, 0] < arr[600, 1590, 0] and arr[10, 800, 1] < arr[1190, 800, 1]
+
+
+def test_max_side_downscales_other_formats_and_keeps_small_images(tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("RGBA", (3000, 1000), (255, 0, 0, 255)).save(big)
+    arr = decode_image(big, max_side=600)
+    assert arr.shape == (200, 600, 3) and tuple(arr[100, 300]) == (255, 0, 0)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (30, 20)).save(small)
+    assert decode_image(small, max_side=600).shape == (20, 30, 3)
+    with pytest.raises(ValueError, match="max_side"):
+        decode_image(small, max_side=0)
+
+
+@pytest.mark.parametrize("which", ["pixel_bomb", "big_jpeg"])
+@pytest.mark.parametrize("mode", ["decode", "prepare"])
+def test_hostile_image_peak_rss_stays_within_300_mb(request, tmp_path, which, mode):
+    """Measured in a fresh interpreter (ru_maxrss): a refused bomb, or a photo downscaled as it decodes."""
+    from tests.hostile import probe
+
+    result = probe(mode, request.getfixturevalue(which), tmp_path / "app")
+    assert result["delta_mb"] < 300, result
+    if which == "big_jpeg" and mode == "prepare":  # the Predict page's path: decoded at 1/4 scale, then 1600 px
+        assert result["outcome"] == "ok" and result["shape"] == [1200, 1600, 3]
+    else:  # a full-resolution decode of 169 or 48 Mpx is refused from the header
+        assert "Mpx limit" in result["outcome"]

@@ -12,10 +12,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from utkface_core import model as model_module  # noqa: E402
 from utkface_core.callbacks import save_model_atomic  # noqa: E402
-from utkface_core.inference import ModelLoadError, PredictionInputError, load_model, predict_arrays  # noqa: E402
 from utkface_core.model import ModelBuildError, build_model  # noqa: E402
 from utkface_core.pipeline import PipelineError, make_dataset  # noqa: E402
+from utkface_core.prediction import ModelLoadError, load_model, predict_arrays  # noqa: E402
+from utkface_core.prediction import PredictionError as PredictionInputError  # noqa: E402
 
 
 def _modules(config) -> set[str]:
@@ -48,6 +50,16 @@ def test_fast_preset_outputs_named_heads_with_shapes():
 
 def test_fast_preset_default_size_is_48():
     assert tuple(build_model("fast").inputs[0].shape) == (None, 48, 48, 3)
+    assert tuple(build_model("fast-v1").inputs[0].shape) == (None, 48, 48, 3)
+
+
+def test_fast_v1_preset_keeps_the_earlier_fast_network():
+    model = build_model("fast-v1", 48, 65.0, min_age=10.0)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [32, 32, 64, 128, 256]  # stem, then one conv per stage
+    assert convs[0].strides == (2, 2) and all(c.strides == (1, 1) for c in convs[1:])
+    fast = [layer.filters for layer in build_model("fast").layers if isinstance(layer, keras.layers.Conv2D)]
+    assert fast == [model_module.FAST_STAGES[0][0]] + [f for f, n in model_module.FAST_STAGES for _ in range(n)]
 
 
 def test_tutorial_preset_is_the_tutorial_network_at_198():
@@ -77,8 +89,9 @@ def test_build_model_rejects_bad_arguments(args, kwargs):
         build_model(*args, **kwargs)
 
 
-def test_saved_model_reloads_with_same_predictions_in_years(tmp_path):
-    model = build_model("fast", 32, 65.0, min_age=10.0)
+@pytest.mark.parametrize("preset", ["fast", "fast-v1"])
+def test_saved_model_reloads_with_same_predictions_in_years(tmp_path, preset):
+    model = build_model(preset, 32, 65.0, min_age=10.0)
     path = save_model_atomic(model, tmp_path / "model.keras")
     images = _images(5, 32)
     before = predict_arrays(model, images)
@@ -158,8 +171,9 @@ def test_dataset_reads_memmap_rows_with_aligned_targets(tmp_path):
 
 def test_augmented_dataset_keeps_shape_and_range():
     images = np.full((8, 16, 16, 3), 200, np.uint8)
-    ds = make_dataset(images, np.arange(8), np.full(8, 30), np.zeros(8, int), np.zeros(8, int), 8,
-                      training=True, seed=0, augment=True)
+    ds = make_dataset(
+        images, np.arange(8), np.full(8, 30), np.zeros(8, int), np.zeros(8, int), 8, training=True, seed=0, augment=True
+    )
     x, _ = next(iter(ds))
     assert x.shape == (8, 16, 16, 3) and x.dtype == "float32"
     assert float(x.numpy().min()) >= 0.0 and float(x.numpy().max()) <= 255.0

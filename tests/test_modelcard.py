@@ -41,8 +41,16 @@ def _evaluation(min_group_n: int = 2):
 
 def test_card_has_the_key_sections():
     card = render_model_card(CONFIG, METRICS, _evaluation())
-    for heading in ("# Model card", "## Data", "## Training", "## Held-out test metrics", "## Subgroup performance",
-                    "## Intended use", "## Limitations", "## Ethical considerations"):
+    for heading in (
+        "# Model card",
+        "## Data",
+        "## Training",
+        "## Held-out test metrics",
+        "## Subgroup performance",
+        "## Intended use",
+        "## Limitations",
+        "## Ethical considerations",
+    ):
         assert heading in card
 
 
@@ -99,7 +107,8 @@ def test_card_reads_a_run_folder(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(CONFIG))
     (tmp_path / "metrics.json").write_text(json.dumps(METRICS))
     pd.DataFrame({"path": ["a"] * 6, "split": ["train", "train", "train", "valid", "test", "test"]}).to_csv(
-        tmp_path / "split.csv", index=False)
+        tmp_path / "split.csv", index=False
+    )
     card = render_model_card(tmp_path, None, None)
     assert f"# Model card: {tmp_path.name}" in card
     assert "| train | 3 |" in card and "| valid | 1 |" in card and "| test | 2 |" in card and "| total | 6 |" in card

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 
 import numpy as np
@@ -13,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from pages.shared import upload_problem
 from tests.test_cli_eval_predict import make_tiny_run
+from tests.waits import wait_until
 from utkface_core import prediction
 from utkface_core.jobs import registry
 
@@ -59,11 +59,11 @@ def test_without_runs_the_page_points_to_train(tmp_path, monkeypatch):
 def test_page_starts_with_the_camera_closed_and_asks_for_photos(runs_root):
     at = predict_page()
     assert not at.exception
-    assert at.selectbox(key="predict_run").value == "run-p"
+    assert at.selectbox(key="run").value == "run-p"
     assert at.toggle(key="predict_camera_on").value is False
     assert not at.camera_input
     assert any("Upload one or more photos" in i.value for i in at.info)
-    assert at.query_params["run"] in ("run-p", ["run-p"])
+    assert any("run=run-p" in c.value for c in at.sidebar.code)  # the shareable link names the run
 
 
 def test_cropped_face_gets_age_range_and_probabilities(runs_root):
@@ -71,7 +71,10 @@ def test_cropped_face_gets_age_range_and_probabilities(runs_root):
     upload(at, ("face.png", png(1)))
     assert not at.exception
     expected = prediction.predict_image(
-        prediction.load_model_cached(runs_root / "run-p" / "model.keras"), png(1), image_size=32, detect=False,
+        prediction.load_model_cached(runs_root / "run-p" / "model.keras"),
+        png(1),
+        image_size=32,
+        detect=False,
         age_mae=12.5,
     ).faces[0]
     age = next(m for m in at.metric if m.label == "Face 1 · age")
@@ -91,11 +94,14 @@ def test_each_uploaded_image_gets_its_own_result(runs_root):
     assert len([m for m in at.metric if m.label == "Face 1 · age"]) == 2
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "is empty"),
-    (b"\x89PNG\r\n\x1a\n broken", "cannot be read"),
-    (b"plain text, not a picture", "not an image file"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "is empty"),
+        (b"\x89PNG\r\n\x1a\n broken", "cannot be read"),
+        (b"plain text, not a picture", "not an image file"),
+    ],
+)
 def test_bad_uploads_give_a_clear_error_not_a_traceback(runs_root, data, message):
     at = predict_page(predict_no_detect=True)
     upload(at, ("bad.png", data), ("good.png", png(3)))
@@ -126,10 +132,8 @@ def test_grad_cam_expander_shows_the_heat_map_for_the_chosen_head(runs_root):
     assert any("Red areas" in c.value for c in at.caption)
 
 
-def wait_for(kind: str, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while any(j.active for j in registry().jobs(kind)) and time.time() < end:
-        time.sleep(0.2)
+def wait_for(kind: str) -> None:
+    wait_until(lambda: not any(j.active for j in registry().jobs(kind)), f"the {kind} jobs to end")
 
 
 def test_batch_of_images_and_an_archive_gives_a_csv(runs_root):
@@ -138,10 +142,13 @@ def test_batch_of_images_and_an_archive_gives_a_csv(runs_root):
         zf.writestr("faces/one.png", png(5))
         zf.writestr("faces/two.png", png(6))
     at = predict_page(predict_no_detect=True)
-    at.file_uploader(key="predict_batch").set_value([
-        ("x.png", png(7), "image/png"), ("broken.jpg", b"nope", "image/jpeg"),
-        ("faces.zip", archive.getvalue(), "application/zip"),
-    ])
+    at.file_uploader(key="predict_batch").set_value(
+        [
+            ("x.png", png(7), "image/png"),
+            ("broken.jpg", b"nope", "image/jpeg"),
+            ("faces.zip", archive.getvalue(), "application/zip"),
+        ]
+    )
     at.run()
     at.button(key="predict_batch_start").click().run()
     wait_for("predict")

@@ -144,7 +144,11 @@ def test_bad_arrays_are_rejected(model, image, match):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"image_size": 64}, "does not match"), ({"image_size": "32"}, "image_size"), ({"image_size": SIZE, "age_mae": -1.0}, "age_mae")],
+    [
+        ({"image_size": 64}, "does not match"),
+        ({"image_size": "32"}, "image_size"),
+        ({"image_size": SIZE, "age_mae": -1.0}, "age_mae"),
+    ],
 )
 def test_bad_arguments_are_rejected(model, kwargs, match):
     with pytest.raises(PredictionError, match=match):
@@ -347,3 +351,80 @@ def test_export_names_a_missing_or_damaged_model(tmp_path):
     damaged.write_bytes(b"garbage")
     with pytest.raises(export.ExportError, match="not a Keras"):
         export.model_bytes(damaged)
+
+
+# --- issue 8: the bounded prediction cache and downscaled photos ------------------------------------
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def test_big_photo_is_downscaled_before_prediction(model):
+    photo = np.asarray(Image.fromarray(face_like(3, 64)).resize((4000, 3000)))
+    result = predict_image(model, jpeg_bytes(photo), image_size=SIZE, detect=False)
+    assert max(result.image_rgb.shape[:2]) <= 1600
+    assert result.faces[0].box == (200, 0, 1200, 1200)
+
+
+def test_cached_prediction_keeps_a_thumbnail_and_crops_not_the_photo(model):
+    cache = prediction.PredictionCache(budget_bytes=10 * 1024**2, ttl_s=60)
+    data = jpeg_bytes(np.asarray(Image.fromarray(face_like(4, 64)).resize((1500, 1000))))
+    result = prediction.predict_bytes_cached(model, data, model_key="m:1", image_size=SIZE, detect=False, cache=cache)
+    assert result.image_rgb.shape == (427, 640, 3)
+    assert result.faces[0].box == (107, 0, 427, 427)  # scaled with the thumbnail
+    assert result.faces[0].crop.shape == (prediction.CROP_SIZE, prediction.CROP_SIZE, 3)
+    assert cache.nbytes == result.image_rgb.nbytes + result.faces[0].crop.nbytes
+    again = prediction.predict_bytes_cached(model, data, model_key="m:1", image_size=SIZE, detect=False, cache=cache)
+    assert again is result and len(cache) == 1
+    other = prediction.predict_bytes_cached(model, data, model_key="m:2", image_size=SIZE, detect=False, cache=cache)
+    assert other is not result and len(cache) == 2
+
+
+def test_prediction_cache_evicts_least_recently_used_over_its_budget(model):
+    one = prediction.thumbnail_result(predict_image(model, face_like(1, 300), image_size=SIZE, detect=False))
+    size = prediction.result_nbytes(one)
+    cache = prediction.PredictionCache(budget_bytes=2 * size + 10, ttl_s=60)
+    for key in ("a", "b"):
+        cache.put(key, one)
+    assert cache.get("a") is not None  # "b" is now the least recently used
+    cache.put("c", one)
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert cache.nbytes == 2 * size <= cache.budget_bytes()
+
+
+def test_prediction_cache_drops_entries_after_their_ttl(model, monkeypatch):
+    one = predict_image(model, face_like(1), image_size=SIZE, detect=False)
+    cache = prediction.PredictionCache(budget_bytes=10**8, ttl_s=5)
+    clock = [1000.0]
+    monkeypatch.setattr(prediction.time, "monotonic", lambda: clock[0])
+    cache.put("a", one)
+    clock[0] += 4
+    assert cache.get("a") is not None
+    clock[0] += 6
+    assert cache.get("a") is None and cache.nbytes == 0
+
+
+def test_prediction_cache_budget_comes_from_the_limit(monkeypatch):
+    monkeypatch.setenv("UTKFACE_PREDICT_CACHE_MB", "3")
+    monkeypatch.setenv("UTKFACE_PREDICT_CACHE_TTL_S", "9")
+    cache = prediction.PredictionCache()
+    assert cache.budget_bytes() == 3 * 1024**2 and cache.ttl_s() == 9
+
+
+def test_six_8000x6000_photos_leave_a_small_cache(model, tmp_path):
+    from tests.hostile import write_big_jpeg
+
+    data = write_big_jpeg(tmp_path / "big.jpg").read_bytes()
+    cache = prediction.PredictionCache(budget_bytes=256 * 1024**2, ttl_s=60)
+    for i in range(6):
+        variant = data[:-2] + bytes([i]) + data[-2:]  # six different files, same picture
+        prediction.predict_bytes_cached(model, variant, model_key="m", image_size=SIZE, detect=False, cache=cache)
+    assert len(cache) == 6 and cache.nbytes < 6 * 2 * 1024**2  # thumbnails + crops, ~1 MiB each
+
+
+def test_predict_bytes_cached_rejects_non_bytes(model):
+    with pytest.raises(PredictionError, match="encoded image bytes"):
+        prediction.predict_bytes_cached(model, face_like(1), model_key="m", image_size=SIZE)

@@ -118,5 +118,85 @@ def test_read_history_returns_a_frame_or_empty(root):
     assert read_history(run).empty
     pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5]}).to_csv(run / "history.csv", index=False)
     assert list(read_history(run)["loss"]) == [1.0, 0.5]
-    (run / "history.csv").write_bytes(b"\x00\x01garbage\n\"unterminated")
+    (run / "history.csv").write_bytes(b'\x00\x01garbage\n"unterminated')
     assert isinstance(read_history(run), pd.DataFrame)
+
+
+def test_delete_run_moves_it_to_the_trash_which_is_emptied_after_a_day(root):
+    run = _finished_run(root, "old")
+    trashed = delete_run(run)
+    assert not run.exists() and trashed.is_dir() and (trashed / "config.json").exists()
+    assert trashed.parent == root.resolve() / runs.TRASH_DIR
+    assert runs.sweep_trash(root) == 0  # kept for now
+    assert runs.sweep_trash(root, now=trashed.stat().st_mtime + runs.TRASH_KEEP_S + 1) == 1
+    assert not trashed.exists()
+
+
+def test_stale_temporary_files_and_half_made_folders_are_swept(root):
+    run = _finished_run(root, "r")
+    stale_file = run / ".model.tmp-123-456.keras"
+    stale_file.write_bytes(b"half a model")
+    stale_dir = root / ".tmp-20260101-000000-99-abcd"
+    stale_dir.mkdir()
+    fresh = run / ".history.csv.tmp-1"
+    fresh.write_text("in use")
+    old = stale_file.stat().st_mtime - runs.TEMP_KEEP_S - 10
+    os.utime(stale_file, (old, old))
+    os.utime(stale_dir, (old, old))
+    assert runs.sweep_temp(root) == 2
+    assert not stale_file.exists() and not stale_dir.exists() and fresh.exists()
+    assert (run / "config.json").exists()
+
+
+def test_create_job_dir_appears_with_its_files(root):
+    run = runs.create_job_dir(root, "job", {"config.json": {"preset": "fast"}, "status.json": {"state": "preparing"}})
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "status.json"]
+    assert not list(root.glob(".tmp-*"))
+    assert load_run(run).state in ("preparing", "interrupted")
+
+
+def test_a_folder_being_set_up_is_preparing_not_broken(root):
+    run = create_run_dir(root, "new")
+    assert load_run(run).state == "preparing" and load_run(run).error is None
+
+
+def test_a_running_run_with_a_stale_heartbeat_is_interrupted(root):
+    run = _finished_run(root, "frozen", state="running")
+    status = json.loads((run / "status.json").read_text())
+    status["heartbeat"] -= runs.HEARTBEAT_STALE_S + 5
+    runs.write_json_atomic(run / "status.json", status)
+    assert load_run(run).state == "interrupted"
+
+
+@pytest.mark.parametrize(
+    "recorded, asking, admin, allowed",
+    [
+        ("tok-a", "tok-a", False, True),
+        ("tok-a", "tok-b", False, False),
+        ("tok-a", None, False, False),
+        (None, "tok-a", False, False),
+        (None, None, True, True),
+        ("tok-a", "tok-b", True, True),
+    ],
+)
+def test_can_control_only_the_owner_or_an_admin(recorded, asking, admin, allowed):
+    assert runs.can_control({"owner": recorded}, asking, admin) is allowed
+    assert (
+        runs.can_control(
+            runs.RunInfo(path=None, name="r", state="running", created=None, owner=recorded), asking, admin
+        )
+        is allowed
+    )
+
+
+def test_events_are_appended_and_read_incrementally(tmp_path):
+    runs.append_event(tmp_path, {"kind": "epoch", "epoch": 0})
+    events, offset = runs.read_events(tmp_path)
+    assert [e["kind"] for e in events] == ["epoch"] and "t" in events[0]
+    with open(tmp_path / runs.EVENTS_FILE, "a") as handle:
+        handle.write('{"kind": "half')  # a line being written right now
+    assert runs.read_events(tmp_path, offset) == ([], offset)
+    with open(tmp_path / runs.EVENTS_FILE, "a") as handle:
+        handle.write(' written"}\nnot json\n')
+    events, _ = runs.read_events(tmp_path, offset)
+    assert [e["kind"] for e in events] == ["half written"]

@@ -53,6 +53,33 @@ def test_stratified_split_keeps_the_race_mix(frame):
     assert (test_mix - overall).abs().max() < 0.02
 
 
+def test_final_split_is_stratified_85_5_10_and_the_same_partition_as_select(frame):
+    final = split_frame(frame, seed=2, method="final")
+    counts = final.value_counts()
+    assert (counts["train"], counts["valid"], counts["test"]) == (850, 50, 100)
+    assert final.equals(split_frame(frame, seed=2, method="select"))
+    overall = frame["race"].value_counts(normalize=True)
+    test_mix = frame[final == "test"]["race"].value_counts(normalize=True)
+    assert (test_mix - overall).abs().max() < 0.03
+    assert not final.equals(split_frame(frame, seed=3, method="final"))
+
+
+def test_tutorial_split_is_unchanged_by_the_new_methods(frame):
+    # The tutorial split reproduces earlier runs: the same rows as 70/30 then 70/30 with sklearn directly.
+    from sklearn.model_selection import train_test_split
+
+    rest, test = train_test_split(np.asarray(frame.index), test_size=0.3, random_state=4)
+    train, valid = train_test_split(rest, test_size=0.3, random_state=4)
+    split = split_frame(frame, seed=4)
+    assert set(split[split == "test"].index) == set(test)
+    assert set(split[split == "valid"].index) == set(valid)
+
+
+def test_final_split_of_a_tiny_frame_still_has_every_part(frame):
+    split = split_frame(frame.head(12), seed=0, method="final")
+    assert set(split) == {"train", "valid", "test"}
+
+
 def test_split_rejects_unknown_method_and_tiny_frames(frame):
     with pytest.raises(ValueError, match="unknown split method"):
         split_frame(frame, method="random")

@@ -1,13 +1,28 @@
-"""AppTest checks of the Train page: options, URL mirroring, a tiny run on the demo set, live weights."""
+"""AppTest checks of the Train page: options bound to the URL, a tiny run in a worker process, live weights."""
 
-import time
+import os
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from utkface_core.jobs import registry
+from tests.waits import wait_until
+from utkface_core import jobs, runs
 
 APP = "../streamlit_app.py"
+HEADS = ("age", "gender", "race")
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_running(monkeypatch):
+    """Stop every worker a test left running (a failed test must not leave a training behind)."""
+    yield
+
+    def workers():  # jobs made without a worker (spawn=False) carry this process's pid: nothing to stop
+        return [j for j in jobs.list_jobs() if j.active and j.status.get("pid") != os.getpid()]
+
+    for job in workers():
+        jobs.request_stop(job, None, admin=True)
+    wait_until(lambda: not workers(), "the test's workers to stop")
 
 
 def train_page(**query) -> AppTest:
@@ -18,46 +33,160 @@ def train_page(**query) -> AppTest:
     return at.switch_page("pages/train.py").run()
 
 
-def wait_for(job, timeout=240):
-    end = time.time() + timeout
-    while job.active and time.time() < end:
-        time.sleep(0.5)
-    return job
+def weights(at: AppTest) -> list[float]:
+    return [at.slider(key=f"train_w_{h}").value for h in HEADS]
 
 
 def test_train_page_shows_the_options_with_keys():
     at = train_page()
     assert not at.exception
     assert at.selectbox(key="train_preset").value == "fast"
-    assert [at.slider(key=f"train_w_{h}").value for h in ("age", "gender", "race")] == [2.0, 1.0, 1.5]
-    assert at.button(key="train_start").disabled is False
-
-
-def test_weights_and_preset_are_mirrored_in_the_url():
-    at = train_page()
-    at.slider(key="train_w_race").set_value(3.0).run()
-    assert at.query_params["w"] in ("2,1,3", ["2,1,3"])
+    assert weights(at) == [2.0, 1.0, 1.5]
 
 
 def test_url_reopens_preset_and_auto_weights():
-    at = train_page(preset="tutorial", w="auto")
+    at = train_page(train_preset="tutorial", train_auto="true", train_w_gender="0.7")
     assert at.selectbox(key="train_preset").value == "tutorial"
     assert at.toggle(key="train_auto").value is True
+    assert at.slider(key="train_w_gender").value == pytest.approx(0.7)
+
+
+def test_switching_the_data_source_keeps_the_weight_sliders():
+    at = train_page()
+    at.slider(key="train_w_age").set_value(3.5).run()
+    at.sidebar.radio(key="data_kind").set_value("folder").run()
+    at.sidebar.radio(key="data_kind").set_value("demo").run()
+    assert not at.exception
+    assert weights(at) == [3.5, 1.0, 1.5]
+
+
+@pytest.fixture
+def demo_runs(tmp_path, monkeypatch):
+    """A fresh runs folder for the page and its workers."""
+    monkeypatch.setenv("UTKFACE_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
 
 
 @pytest.mark.slow
-def test_tiny_training_run_completes_and_is_listed():
+def test_tiny_training_runs_in_a_worker_takes_live_weights_and_is_listed(demo_runs):
     at = train_page()
+    wait_until(lambda: not at.run().button(key="train_start").disabled, "the demo faces to be drawn")
     at.radio(key="train_mode").set_value("epochs").run()
-    at.number_input(key="train_epochs").set_value(1).run()
+    at.number_input(key="train_epochs").set_value(300).run()
     at.number_input(key="train_size_fast").set_value(32).run()
     at.button(key="train_start").click().run()
     assert not at.exception
-    job = registry().latest("train")
-    assert job is not None
-    at.slider(key="train_w_gender").set_value(0.5).run()  # live change reaches the running job
-    assert job.extra["weights"].get()["gender"] == 0.5
-    assert wait_for(job).state == "completed", job.error
+    job = jobs.latest_job("train")
+    assert job is not None and job.owner == at.session_state["_owner_token"]
+    assert runs.load_run(job.dir).state in ("preparing", "queued", "running")  # listed at once, never "broken"
+    wait_until(lambda: jobs.load_job(job.dir).phase in ("training", "validating"), "training to start")
+    at.slider(key="train_w_gender").set_value(0.5).run()  # a live change reaches the worker
+    wait_until(
+        lambda: (jobs.weights_in_force(jobs.load_job(job.dir)) or {}).get("gender") == 0.5,
+        "the worker to train with gender weight 0.5",
+    )
+    # A reload (a new session of the same visitor would have a new token: same session here) shows the weights in
+    # force, not the defaults.
     at.run()
-    assert any("trained 1 epochs" in s.value for s in at.success)
-    assert job.extra["run_dir"].name in str(at.dataframe(key="train_runs_table").value)
+    assert weights(at) == [2.0, 0.5, 1.5]
+    (bar,) = at.get("progress")
+    assert "epoch" in bar.proto.text and bar.proto.value < 100  # never 100 % before the end
+    at.button(key="train_stop").click().run()
+    wait_until(lambda: not jobs.load_job(job.dir).active, "the training to stop")
+    at.run()
+    assert jobs.load_job(job.dir).state == "stopped"
+    assert job.dir.name in str(at.dataframe(key="train_runs_table").value)
+    assert runs.weight_changes(job.dir)[0]["new"]["gender"] == 0.5
+
+
+@pytest.mark.slow
+def test_another_visitors_training_shows_disabled_sliders_and_a_queue_entry(demo_runs, tiny_demo_dir):
+    from utkface_core.config import TrainConfig
+    from utkface_core.workflow import start_training_job
+
+    other = start_training_job(
+        TrainConfig(
+            epochs=300,
+            image_size=32,
+            batch_size=8,
+            min_age=0,
+            max_age=116,
+            early_stopping_patience=None,
+            loss_weights={"age": 1.0, "gender": 2.5, "race": 0.5},
+        ),
+        tiny_demo_dir,
+        owner="someone-else",
+    )
+    try:
+        wait_until(lambda: jobs.load_job(other.dir).phase in ("training", "validating"), "the other training")
+        at = train_page()
+        assert weights(at) == [1.0, 2.5, 0.5]  # the weights in force, not the defaults
+        assert all(at.slider(key=f"train_w_{h}").disabled for h in HEADS)
+        assert at.button(key="train_stop").disabled
+        page_text = " ".join(str(c.value) for c in at.caption)
+        assert "another visitor" in page_text and "someone-else" not in page_text
+    finally:
+        jobs.request_stop(jobs.load_job(other.dir), "someone-else")
+        wait_until(lambda: not jobs.load_job(other.dir).active, "the other training to stop")
+
+
+@pytest.fixture
+def tiny_demo_dir(tmp_path):
+    from utkface_core.demo import generate_demo_dataset
+
+    return generate_demo_dataset(tmp_path / "demo", n=120, seed=0)
+
+
+def _finished_run(root, name: str, owner: str):
+    run = runs.create_job_dir(
+        root,
+        name,
+        {"config.json": {"preset": "fast", "owner": owner}, "status.json": {"state": "completed", "owner": owner}},
+    )
+    runs.write_json_atomic(run / "metrics.json", {"age_mae": 9.0, "weight_changes": 0})
+    return run
+
+
+def test_only_your_own_finished_runs_can_be_deleted_and_they_go_to_the_trash(demo_runs):
+    mine = _finished_run(demo_runs, "mine", "me")
+    theirs = _finished_run(demo_runs, "theirs", "someone-else")
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["_owner_token"] = "me"
+    at.run()
+    at.switch_page("pages/train.py").run()
+    names = list(at.dataframe(key="train_runs_table").value["run"])
+    at.session_state["train_runs_table"] = {
+        "selection": {"rows": [names.index(mine.name), names.index(theirs.name)], "columns": []}
+    }
+    at.run()
+    assert at.button(key="train_delete").label == "Delete 1 selected run(s)"
+    assert any("Only finished runs that you started" in c.value for c in at.caption)
+    at.button(key="train_delete").click().run()
+    at.button(key="confirm_delete_yes").click().run()
+    assert not at.exception
+    assert not mine.exists() and theirs.exists()
+    assert any(p.name.startswith(mine.name) for p in (demo_runs / runs.TRASH_DIR).iterdir())
+
+
+def test_train_page_has_a_sweep_tab_that_a_link_reopens():
+    at = train_page()
+    assert not at.exception
+    assert [t.label for t in at.tabs] == ["Train", "Sweep"]
+    assert at.session_state["train_tab"] == "Train"
+    assert at.selectbox(key="sweep_strategy").value == "grid"  # both tabs run: hidden settings keep their state
+    linked = train_page(train_tab="Sweep", sweep_strategy="optuna")
+    assert not linked.exception
+    assert linked.session_state["train_tab"] == "Sweep"
+    assert linked.selectbox(key="sweep_strategy").value == "optuna"
+    assert linked.selectbox(key="train_preset").value == "fast"
+
+
+def test_train_page_names_no_server_path_and_shows_the_limit_notes(monkeypatch):
+    from utkface_core.paths import runs_dir
+
+    monkeypatch.setenv("UTKFACE_MAX_TRAIN_MIN_PRIVATE", "1")
+    at = train_page()
+    assert not at.exception
+    texts = [c.value for c in at.caption] + [m.value for m in at.markdown] + [i.value for i in at.info]
+    assert not [t for t in texts if str(runs_dir()) in t]
+    assert any("Training time limited to 1 minutes" in t for t in texts)  # 2 minutes asked by default

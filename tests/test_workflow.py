@@ -28,7 +28,9 @@ def test_row_view_reads_rows_lazily_in_the_asked_order():
 def test_prepare_filters_ages_excludes_corrupt_images_and_aligns_rows(folder):
     data = prepare_training_data(folder, image_size=32, min_age=20, max_age=50, seed=0)
     assert data.frame["age"].between(20, 50).all()
-    assert [e["reason"] for e in data.excluded] and "30_0_0_20170101999999999.jpg.chip.jpg" not in set(data.frame["file"])
+    assert [e["reason"] for e in data.excluded] and "30_0_0_20170101999999999.jpg.chip.jpg" not in set(
+        data.frame["file"]
+    )
     assert len(data.images) == len(data.frame) == len(data.split)
     assert set(data.split) == {"train", "valid", "test"}
     assert data.images[np.array([0])].shape == (1, 32, 32, 3)
@@ -39,7 +41,9 @@ def test_prepare_refuses_an_empty_age_range(folder):
         prepare_training_data(folder, image_size=32, min_age=100, max_age=110)
 
 
-@pytest.mark.parametrize("text, expected", [("auto", "auto"), ("age=2,race=1.5,gender=1", {"age": 2.0, "race": 1.5, "gender": 1.0})])
+@pytest.mark.parametrize(
+    "text, expected", [("auto", "auto"), ("age=2,race=1.5,gender=1", {"age": 2.0, "race": 1.5, "gender": 1.0})]
+)
 def test_loss_weight_option_parses(text, expected):
     assert parse_loss_weights(text) == expected
 
@@ -51,8 +55,25 @@ def test_loss_weight_option_rejects_garbage():
 
 def test_cli_train_writes_a_complete_run(folder, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--data", str(folder), "--out", str(out), "--epochs", "1", "--image-size", "32",
-                 "--min-age", "15", "--max-age", "60", "--loss-weights", "age=1,race=1,gender=1"])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(folder),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--min-age",
+            "15",
+            "--max-age",
+            "60",
+            "--loss-weights",
+            "age=1,race=1,gender=1",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["state"] == "completed"

@@ -15,19 +15,18 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
-from . import labels
+from . import labels, limits
 from . import paths as app_paths
 
 _CHUNK = 1024 * 1024
 _STALE_TMP_SECONDS = 24 * 3600
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_NOT_ARCHIVE = (
-    "{name} is not a .zip, .tar or .tar.gz archive; upload one of those, or point the app at a folder"
-)
+_NOT_ARCHIVE = "{name} is not a .zip, .tar or .tar.gz archive; upload one of those, or point the app at a folder"
 
 
 class ArchiveError(ValueError):
@@ -51,24 +50,35 @@ class _Member:
     parts: tuple[str, ...]
     size: int
     handle: object
+    compressed: int | None = None  # zip only: the member's compressed bytes
 
 
 def extract_archive(
     source: Path | BinaryIO | bytes,
     *,
     dest_root: Path | None = None,
-    max_members: int = 100_000,
-    max_total_bytes: int = 4 * 1024**3,
-    max_member_bytes: int = 64 * 1024**2,
+    max_members: int | None = None,
+    max_total_bytes: int | None = None,
+    max_member_bytes: int | None = None,
+    max_ratio: float | None = None,
+    reserve_bytes: int | None = None,
 ) -> ExtractResult:
     """Extract the images of a .zip/.tar/.tar.gz archive into ``dest_root/<sha256[:16]>`` safely.
 
     Every member is checked before anything is written (no path traversal, links, devices,
-    member-count or size overruns); real bytes are counted again while writing. Extraction goes
-    to a temporary sibling folder renamed into place, so a failure leaves nothing behind. The
-    same archive extracted again reuses the existing folder. ``max_total_bytes`` counts every
-    file in the archive, ``max_member_bytes`` only the images (other files are never written).
+    member-count, size or compression-ratio overruns, not enough free disk); real bytes are counted
+    again while writing, so lying headers cannot overrun. Extraction goes to a temporary sibling
+    folder renamed into place, so a failure leaves nothing behind. The same archive extracted
+    again reuses the existing folder. ``max_total_bytes`` counts every file in the archive,
+    ``max_member_bytes`` only the images (other files are never written); ``max_ratio`` bounds
+    uncompressed / compressed bytes per member and for the whole archive; ``reserve_bytes`` must
+    stay free on the disk after extracting. Unset limits come from ``utkface_core.limits``.
     """
+    max_members = limits.get("max_archive_members") if max_members is None else max_members
+    max_total_bytes = limits.get("max_archive_bytes") if max_total_bytes is None else max_total_bytes
+    max_member_bytes = limits.get("max_member_bytes") if max_member_bytes is None else max_member_bytes
+    max_ratio = limits.get("max_compression_ratio") if max_ratio is None else max_ratio
+    reserve_bytes = limits.get("disk_reserve_mb") * 1024 * 1024 if reserve_bytes is None else reserve_bytes
     for label, value in (
         ("max_members", max_members),
         ("max_total_bytes", max_total_bytes),
@@ -76,6 +86,10 @@ def extract_archive(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float)) or not max_ratio >= 1:
+        raise ValueError(f"max_ratio must be a number >= 1, got {max_ratio!r}")
+    if isinstance(reserve_bytes, bool) or not isinstance(reserve_bytes, int) or reserve_bytes < 0:
+        raise ValueError(f"reserve_bytes must be an integer >= 0, got {reserve_bytes!r}")
     root = Path(dest_root) if dest_root is not None else app_paths.data_subdir("uploads")
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_dirs(root)
@@ -85,17 +99,30 @@ def extract_archive(
         dest = root / digest
         if dest.is_dir():
             return _reuse(dest)
+        archive_bytes = fh.seek(0, os.SEEK_END)
         fh.seek(0)
         with _open_archive(fh, name) as archive:
-            members, skipped = _plan(archive, max_members, max_total_bytes, max_member_bytes)
+            members, skipped = _plan(archive, max_members, max_total_bytes, max_member_bytes, max_ratio)
             if not members:
                 raise ArchiveError(
                     f"{name} contains no image files ({', '.join(labels.IMAGE_SUFFIXES)}); "
                     "upload an archive of UTKFace images"
                 )
+            planned = sum(m.size for m in members)
+            # Whole-archive ratio: tar members carry no compressed size of their own.
+            ratio_cap = _ratio_cap(archive_bytes, max_ratio)
+            if planned > ratio_cap:
+                raise ArchiveError(
+                    f"{name} is {_fmt_bytes(archive_bytes)} but its images expand to {_fmt_bytes(planned)}, "
+                    f"more than {max_ratio:g} times its size (the limit): it looks like a decompression bomb; "
+                    "upload an archive of ordinary photos"
+                )
+            _check_free_space(root, planned, reserve_bytes, name)
             tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".tmp", dir=root))
             try:
-                extracted = _write_members(archive, members, tmp, max_total_bytes, max_member_bytes)
+                extracted = _write_members(
+                    archive, members, tmp, min(max_total_bytes, ratio_cap), max_member_bytes, max_ratio
+                )
                 archive.check_end()
                 try:
                     os.rename(tmp, dest)
@@ -270,8 +297,26 @@ def _is_hidden(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
+def _ratio_cap(compressed: int, max_ratio: float) -> int:
+    """Most uncompressed bytes allowed for ``compressed`` bytes; tiny inputs get 1 MiB of slack."""
+    return int(max(compressed, 1) * max_ratio) + _CHUNK
+
+
+def _check_free_space(root: Path, planned: int, reserve_bytes: int, name: str) -> None:
+    """Refuse before writing when the disk would keep less than ``reserve_bytes`` free."""
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return
+    if free - planned < reserve_bytes:
+        raise ArchiveError(
+            f"not enough free disk space to extract {name}: it needs {_fmt_bytes(planned)} and "
+            f"{_fmt_bytes(reserve_bytes)} must stay free; try a smaller archive or ask the operator to free space"
+        )
+
+
 def _plan(
-    archive: _Archive, max_members: int, max_total_bytes: int, max_member_bytes: int
+    archive: _Archive, max_members: int, max_total_bytes: int, max_member_bytes: int, max_ratio: float
 ) -> tuple[list[_Member], list[dict]]:
     """Check every member before anything is written; return the images to write and the skipped files."""
     members: list[_Member] = []
@@ -312,13 +357,28 @@ def _plan(
                 f"member {name!r} is {_fmt_bytes(size)}, more than the {_fmt_bytes(max_member_bytes)} "
                 "limit for one image; remove or shrink it and upload again"
             )
+        compressed = _compressed_size(handle)
+        if compressed is not None and size > _ratio_cap(compressed, max_ratio):
+            raise ArchiveError(
+                f"member {name!r} expands from {_fmt_bytes(compressed)} to {_fmt_bytes(size)}, more than "
+                f"{max_ratio:g} times (the limit): it looks like a decompression bomb; upload ordinary photos"
+            )
         seen.add(rel)
-        members.append(_Member(name=name, parts=parts, size=size, handle=handle))
+        members.append(_Member(name=name, parts=parts, size=size, handle=handle, compressed=compressed))
     return members, skipped
 
 
+def _compressed_size(handle: object) -> int | None:
+    return int(handle.compress_size) if isinstance(handle, zipfile.ZipInfo) else None
+
+
 def _write_members(
-    archive: _Archive, members: list[_Member], tmp: Path, max_total_bytes: int, max_member_bytes: int
+    archive: _Archive,
+    members: list[_Member],
+    tmp: Path,
+    max_total_bytes: int,
+    max_member_bytes: int,
+    max_ratio: float,
 ) -> int:
     """Write the planned members under ``tmp``, counting real bytes so lying headers cannot overrun."""
     base = tmp.resolve()
@@ -328,19 +388,33 @@ def _write_members(
         if not target.resolve().is_relative_to(base):
             raise ArchiveError(f"member {member.name!r} points outside the archive folder; not safe to extract")
         limit = min(member.size, max_member_bytes)
+        if member.compressed is not None:
+            limit = min(limit, _ratio_cap(member.compressed, max_ratio))
         written = 0
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             out = open(target, "xb")
         except OSError as exc:
-            raise ArchiveError(f"could not create {member.name!r} in {tmp.parent}: {exc}") from exc
+            # No server path in the message: it reaches visitors.
+            raise ArchiveError(
+                f"could not create {member.name!r} in the uploads folder ({exc.strerror or exc}); "
+                "free some disk space or ask the operator"
+            ) from exc
         with out:
             try:
                 reader = archive.open(member)
             except ArchiveError:
                 raise
-            except (zipfile.BadZipFile, tarfile.TarError, NotImplementedError, RuntimeError, OSError,
-                    EOFError, zlib.error, ValueError) as exc:
+            except (
+                zipfile.BadZipFile,
+                tarfile.TarError,
+                NotImplementedError,
+                RuntimeError,
+                OSError,
+                EOFError,
+                zlib.error,
+                ValueError,
+            ) as exc:
                 raise ArchiveError(
                     f"member {member.name!r} cannot be read ({exc}); re-create the archive with "
                     "plain (deflate) compression and no password"
@@ -349,8 +423,7 @@ def _write_members(
                 while True:
                     try:
                         chunk = reader.read(_CHUNK)
-                    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error,
-                            ValueError) as exc:
+                    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as exc:
                         raise ArchiveError(
                             f"member {member.name!r} is corrupt or truncated ({exc}); "
                             "re-create or re-download the archive"
@@ -366,14 +439,15 @@ def _write_members(
                         )
                     if total > max_total_bytes:
                         raise ArchiveError(
-                            f"the archive expands to more than {_fmt_bytes(max_total_bytes)} (the limit); "
-                            "split it, or extract it yourself and point the app at the folder"
+                            f"the archive expands to more than {_fmt_bytes(max_total_bytes)} (the limit, "
+                            f"or {max_ratio:g} times its compressed size); split it, or extract it yourself "
+                            "and point the app at the folder"
                         )
                     try:
                         out.write(chunk)
                     except OSError as exc:
                         raise ArchiveError(
-                            f"could not write {member.name!r} to {tmp.parent}: {exc}; free some disk space"
+                            f"could not write {member.name!r} ({exc.strerror or exc}); free some disk space"
                         ) from exc
     return len(members)
 

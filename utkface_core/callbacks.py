@@ -9,8 +9,9 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -72,7 +73,8 @@ def _inference_net(model: keras.Model) -> keras.Model:
 class ProgressCallback(keras.callbacks.Callback):
     """Report per-batch progress (throttled) and per-epoch results; stop within a batch once ``stop_event`` is set.
 
-    Batch event: {"kind": "batch", "epoch", "batch", "steps", "images_per_s", "eta_s", "logs"}.
+    Batch event: {"kind": "batch", "epoch", "batch", "steps", "images_per_s", "eta_s", "elapsed_s", "logs"}.
+    Phase event: {"kind": "phase", "phase": "training" | "validating", "epoch"} when validation starts and ends.
     Epoch event: {"kind": "epoch", "epoch", "batches" (run this epoch), "logs" (with val_*), "weights"}.
     """
 
@@ -161,9 +163,16 @@ class ProgressCallback(keras.callbacks.Callback):
                 "steps": self.steps_per_epoch,
                 "images_per_s": self._rate,
                 "eta_s": eta,
+                "elapsed_s": now - self._train_start,
                 "logs": _floats(logs),
             }
         )
+
+    def on_test_begin(self, logs=None):
+        self._emit({"kind": "phase", "phase": "validating", "epoch": self._epoch})
+
+    def on_test_end(self, logs=None):
+        self._emit({"kind": "phase", "phase": "training", "epoch": self._epoch})
 
     def on_test_batch_begin(self, batch, logs=None):
         # Validation of a big network can take minutes: a stop request cuts it short too.
@@ -332,13 +341,96 @@ class ScoreEarlyStopping(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class CsvHistory(keras.callbacks.Callback):
-    """Rewrite ``path`` (CSV, atomically) after every epoch with all logs, the score, time and weights."""
+class LiveControl(keras.callbacks.Callback):
+    """Apply loss-weight requests between batches and record every change.
 
-    def __init__(self, path: str | Path, weights_fn: Callable[[], dict] | None = None):
+    ``poll()`` returns a new request ``{"weights": {head: value}, "auto": bool}`` or None (nothing new); it is
+    called before every training batch. Each change is reported as ``{"kind": "weight_change", "time", "epoch",
+    "batch", "old", "new", "source": "manual" | "auto", "auto"}`` and kept in ``changes``.
+    """
+
+    def __init__(self, poll: Callable[[], dict | None], weights: Any, report: Callable[[dict], None] | None = None):
+        super().__init__()
+        self.poll = poll
+        self.weights = weights
+        self.report = report
+        self.changes: list[dict[str, Any]] = []
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_begin(self, logs=None):
+        self.apply(-1)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.apply(batch)
+
+    def apply(self, batch: int) -> dict | None:
+        """Ask ``poll`` for a request and apply it; return the change recorded (None when nothing changed)."""
+        request = self.poll()
+        if not request:
+            return None
+        old, old_auto = dict(self.weights.get()), bool(self.weights.auto)
+        auto = request.get("auto")
+        wanted = request.get("weights")
+        if auto is True:
+            self.weights.set_auto(True)
+        elif isinstance(wanted, dict) and wanted:
+            self.weights.set(**wanted)
+        elif auto is False:
+            self.weights.set_auto(False)
+        new, new_auto = dict(self.weights.get()), bool(self.weights.auto)
+        if new == old and new_auto == old_auto:
+            return None
+        change = {
+            "kind": "weight_change",
+            "time": time.time(),
+            "epoch": self._epoch,
+            "batch": max(batch, 0),
+            "old": old,
+            "new": new,
+            "source": "auto" if new_auto != old_auto else "manual",
+            "auto": new_auto,
+        }
+        self.changes.append(change)
+        if self.report is not None:
+            self.report(change)
+        return change
+
+    def epoch_changes(self, epoch: int) -> list[dict[str, Any]]:
+        """The changes made during epoch ``epoch`` (0-based)."""
+        return [c for c in self.changes if c["epoch"] == epoch]
+
+
+def describe_change(change: dict[str, Any]) -> str:
+    """One line for a weight change: ``b12 gender 1.00→0.50 (manual)``."""
+    moved = [
+        f"{h} {change['old'].get(h, 0):.2f}→{v:.2f}"
+        for h, v in change["new"].items()
+        if abs(v - change["old"].get(h, v)) > 1e-9
+    ]
+    what = ", ".join(moved) if moved else ("auto on" if change.get("auto") else "auto off")
+    return f"b{change['batch'] + 1} {what} ({change['source']})"
+
+
+class CsvHistory(keras.callbacks.Callback):
+    """Rewrite ``path`` (CSV, atomically) after every epoch with all logs, the score, time and weights.
+
+    With ``changes_fn(epoch)`` (e.g. ``LiveControl.epoch_changes``) each row also counts and lists the live
+    weight changes made during that epoch (``weight_changes``, ``weight_change_log``).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        weights_fn: Callable[[], dict] | None = None,
+        changes_fn: Callable[[int], list[dict]] | None = None,
+    ):
         super().__init__()
         self.path = Path(path)
         self.weights_fn = weights_fn
+        self.changes_fn = changes_fn
         self.rows: list[dict[str, Any]] = []
         self._start = 0.0
 
@@ -353,6 +445,10 @@ class CsvHistory(keras.callbacks.Callback):
         if self.weights_fn is not None:
             row.update({f"w_{h}": v for h, v in self.weights_fn().items()})
         row["val_score"] = validation_score(logs)
+        if self.changes_fn is not None:
+            changes = self.changes_fn(epoch)
+            row["weight_changes"] = len(changes)
+            row["weight_change_log"] = "; ".join(describe_change(c) for c in changes)
         self.rows.append(row)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         pd.DataFrame(self.rows).to_csv(tmp, index=False)

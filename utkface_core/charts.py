@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -21,7 +22,12 @@ def age_box(frame: pd.DataFrame, by: str, hue: str | None = None) -> go.Figure:
 
 def age_histogram(frame: pd.DataFrame) -> go.Figure:
     """Histogram of ages, one bar per year."""
-    fig = px.histogram(frame, x="age", nbins=max(1, int(frame["age"].max() - frame["age"].min() + 1)) if len(frame) else 10, labels=LABELS)
+    fig = px.histogram(
+        frame,
+        x="age",
+        nbins=max(1, int(frame["age"].max() - frame["age"].min() + 1)) if len(frame) else 10,
+        labels=LABELS,
+    )
     fig.update_layout(margin=dict(t=30, b=10), yaxis_title="Images", bargap=0.05)
     return fig
 
@@ -29,11 +35,22 @@ def age_histogram(frame: pd.DataFrame) -> go.Figure:
 def gender_race_counts(frame: pd.DataFrame) -> go.Figure:
     """Grouped bars of image counts per race, one bar per gender."""
     counts = (
-        frame.groupby(["race_name", "gender_name"], observed=False).size().reindex(
-            pd.MultiIndex.from_product([RACES, GENDERS], names=["race_name", "gender_name"]), fill_value=0
-        ).rename("count").reset_index()
+        frame.groupby(["race_name", "gender_name"], observed=False)
+        .size()
+        .reindex(pd.MultiIndex.from_product([RACES, GENDERS], names=["race_name", "gender_name"]), fill_value=0)
+        .rename("count")
+        .reset_index()
     )
-    fig = px.bar(counts, x="race_name", y="count", color="gender_name", barmode="group", category_orders=ORDERS, labels=LABELS, text="count")
+    fig = px.bar(
+        counts,
+        x="race_name",
+        y="count",
+        color="gender_name",
+        barmode="group",
+        category_orders=ORDERS,
+        labels=LABELS,
+        text="count",
+    )
     fig.update_layout(margin=dict(t=30, b=10), legend_title_text="Gender")
     return fig
 
@@ -55,14 +72,60 @@ def history_frame(epoch_events: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def metric_curve(history: pd.DataFrame, metric: str) -> go.Figure:
-    """Train vs validation curve of one metric (``age_mae``, ``gender_accuracy``, ``race_accuracy``) by epoch."""
+def change_position(change: dict) -> float:
+    """Where a live weight change falls on an epoch axis whose points are epoch ends (1 = end of the first epoch)."""
+    steps = change.get("steps")
+    fraction = (change.get("batch", 0) / steps) if isinstance(steps, (int, float)) and steps > 0 else 0.0
+    return float(change.get("epoch", 0)) + min(max(fraction, 0.0), 1.0)
+
+
+def _change_text(change: dict) -> str:
+    moved = [
+        f"{h} {change['old'].get(h, 0):.2f}→{v:.2f}"
+        for h, v in (change.get("new") or {}).items()
+        if abs(v - (change.get("old") or {}).get(h, v)) > 1e-9
+    ]
+    what = ", ".join(moved) if moved else ("auto on" if change.get("auto") else "auto off")
+    return f"{what} ({change.get('source', 'manual')})"
+
+
+def add_change_markers(fig: go.Figure, changes: list[dict] | None) -> go.Figure:
+    """Mark each live weight change with a dotted vertical line (hover: what changed)."""
+    for change in changes or []:
+        x = change_position(change)
+        fig.add_vline(x=x, line=dict(dash="dot", width=1, color="gray"))
+    if changes:
+        xs = [change_position(c) for c in changes]
+        fig.add_scatter(
+            x=xs,
+            y=[0] * len(xs),
+            yaxis="y2",
+            mode="markers",
+            name="weight change",
+            marker=dict(symbol="triangle-up", size=10, color="gray"),
+            hovertext=[_change_text(c) for c in changes],
+            hoverinfo="text+x",
+        )
+        fig.update_layout(yaxis2=dict(overlaying="y", range=[0, 1], visible=False))
+    return fig
+
+
+def metric_curve(history: pd.DataFrame, metric: str, changes: list[dict] | None = None) -> go.Figure:
+    """Train vs validation curve of one metric (``age_mae``, ``gender_accuracy``, ``race_accuracy``) by epoch.
+
+    ``changes`` (weight_change events) are marked where they happened.
+    """
     title = CURVES[metric][0] if metric in CURVES else metric
     fig = go.Figure()
     for column, name, dash in ((metric, "train", "dot"), (f"val_{metric}", "validation", "solid")):
         if column in history:
-            fig.add_scatter(x=history["epoch"], y=history[column], name=name, mode="lines+markers", line=dict(dash=dash))
-    fig.update_layout(title=title, xaxis_title="Epoch", margin=dict(t=40, b=10), height=300, legend=dict(orientation="h", y=-0.3))
+            fig.add_scatter(
+                x=history["epoch"], y=history[column], name=name, mode="lines+markers", line=dict(dash=dash)
+            )
+    add_change_markers(fig, changes)
+    fig.update_layout(
+        title=title, xaxis_title="Epoch", margin=dict(t=40, b=10), height=300, legend=dict(orientation="h", y=-0.3)
+    )
     return fig
 
 
@@ -71,27 +134,107 @@ def losses_curve(history: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for column in ("age_loss", "gender_loss", "race_loss", "loss"):
         if column in history:
-            fig.add_scatter(x=history["epoch"], y=history[column], name=column.replace("_loss", "") if column != "loss" else "weighted total", mode="lines+markers")
-    fig.update_layout(title="Losses (train)", xaxis_title="Epoch", yaxis_type="log", margin=dict(t=40, b=10), height=300, legend=dict(orientation="h", y=-0.3))
+            fig.add_scatter(
+                x=history["epoch"],
+                y=history[column],
+                name=column.replace("_loss", "") if column != "loss" else "weighted total",
+                mode="lines+markers",
+            )
+    fig.update_layout(
+        title="Losses (train)",
+        xaxis_title="Epoch",
+        yaxis_type="log",
+        margin=dict(t=40, b=10),
+        height=300,
+        legend=dict(orientation="h", y=-0.3),
+    )
     return fig
 
 
-def weights_curve(history: pd.DataFrame) -> go.Figure:
-    """The loss weights in force at each epoch (learned ones move in auto mode)."""
+def weights_timeline(history: pd.DataFrame, changes: list[dict] | None = None) -> pd.DataFrame:
+    """The weights in force over the run: epoch ends (history ``w_*``) and each live change, ordered by position."""
+    rows = []
+    for change in changes or []:
+        x = change_position(change)
+        rows.append({"x": x, **{h: (change.get("old") or {}).get(h) for h in ("age", "gender", "race")}})
+        rows.append({"x": x, **{h: (change.get("new") or {}).get(h) for h in ("age", "gender", "race")}})
+    if not history.empty and "epoch" in history:
+        for _, row in history.iterrows():
+            rows.append({"x": float(row["epoch"]), **{h: row.get(f"w_{h}") for h in ("age", "gender", "race")}})
+    frame = pd.DataFrame(rows, columns=["x", "age", "gender", "race"])
+    return frame.sort_values("x", kind="stable").reset_index(drop=True)
+
+
+def weights_curve(history: pd.DataFrame, changes: list[dict] | None = None) -> go.Figure:
+    """The loss weights in force over the run (steps at live changes; learned ones move in auto mode)."""
     fig = go.Figure()
+    timeline = weights_timeline(history, changes)
     for head in ("age", "gender", "race"):
-        if f"w_{head}" in history:
-            fig.add_scatter(x=history["epoch"], y=history[f"w_{head}"], name=head, mode="lines+markers")
-    fig.update_layout(title="Loss weights", xaxis_title="Epoch", margin=dict(t=40, b=10), height=300, legend=dict(orientation="h", y=-0.3))
+        if timeline[head].notna().any():
+            fig.add_scatter(x=timeline["x"], y=timeline[head], name=head, mode="lines+markers", line_shape="hv")
+    add_change_markers(fig, changes)
+    fig.update_layout(
+        title="Loss weights",
+        xaxis_title="Epoch",
+        margin=dict(t=40, b=10),
+        height=300,
+        legend=dict(orientation="h", y=-0.3),
+    )
     return fig
 
 
-def compare_curves(histories: dict[str, pd.DataFrame], metric: str) -> go.Figure:
-    """One validation curve per run, for side-by-side comparison."""
+def compare_curves(
+    histories: dict[str, pd.DataFrame], metric: str, changes: dict[str, list[dict]] | None = None
+) -> go.Figure:
+    """One validation curve per run, for side-by-side comparison; live weight changes marked on each curve."""
     fig = go.Figure()
     for name, history in histories.items():
         column = f"val_{metric}"
         if column in history:
             fig.add_scatter(x=history["epoch"], y=history[column], name=name, mode="lines+markers")
-    fig.update_layout(title=f"Validation {CURVES.get(metric, (metric,))[0].lower()}", xaxis_title="Epoch", margin=dict(t=40, b=10), height=320, legend=dict(orientation="h", y=-0.3))
+            run_changes = (changes or {}).get(name) or []
+            if run_changes and len(history) > 0:
+                xs = [change_position(c) for c in run_changes]
+                ys = np.interp(xs, history["epoch"].to_numpy(float), history[column].to_numpy(float))
+                fig.add_scatter(
+                    x=xs,
+                    y=ys,
+                    mode="markers",
+                    name=f"{name}: weight change",
+                    marker=dict(symbol="triangle-up", size=11),
+                    hovertext=[_change_text(c) for c in run_changes],
+                    hoverinfo="text+x",
+                )
+    fig.update_layout(
+        title=f"Validation {CURVES.get(metric, (metric,))[0].lower()}",
+        xaxis_title="Epoch",
+        margin=dict(t=40, b=10),
+        height=320,
+        legend=dict(orientation="h", y=-0.3),
+    )
+    return fig
+
+
+def compare_weights(histories: dict[str, pd.DataFrame], changes: dict[str, list[dict]]) -> go.Figure:
+    """The loss weights in force over each run (one line per run and head), steps at the live changes."""
+    fig = go.Figure()
+    for name, history in histories.items():
+        timeline = weights_timeline(history, changes.get(name))
+        for head, dash in (("age", "solid"), ("gender", "dash"), ("race", "dot")):
+            if timeline[head].notna().any():
+                fig.add_scatter(
+                    x=timeline["x"],
+                    y=timeline[head],
+                    name=f"{name} · {head}",
+                    mode="lines+markers",
+                    line=dict(dash=dash),
+                    line_shape="hv",
+                )
+    fig.update_layout(
+        title="Loss weights over the runs",
+        xaxis_title="Epoch",
+        margin=dict(t=40, b=10),
+        height=320,
+        legend=dict(orientation="h", y=-0.3),
+    )
     return fig

@@ -7,11 +7,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-PRESETS: tuple[str, ...] = ("fast", "tutorial")
-PRESET_IMAGE_SIZE: dict[str, int] = {"fast": 48, "tutorial": 198}
-PRESET_LEARNING_RATE: dict[str, float] = {"fast": 3e-3, "tutorial": 1e-3}
+# "fast": the default recipe; "fast-v1": the earlier fast recipe, kept for comparison; "tutorial": the tutorial's.
+PRESETS: tuple[str, ...] = ("fast", "fast-v1", "tutorial")
+PRESET_IMAGE_SIZE: dict[str, int] = {"fast": 48, "fast-v1": 48, "tutorial": 198}
+PRESET_BATCH_SIZE: dict[str, int] = {"fast": 128, "fast-v1": 64, "tutorial": 64}
+# Peak rates at the preset's batch size; another batch size scales them (see ``resolved_learning_rate``).
+# fast: fast-v1's 3e-3 at 64 scaled to 128 (measured in benchmarks/README.md).
+PRESET_LEARNING_RATE: dict[str, float] = {"fast": 4.2e-3, "fast-v1": 3e-3, "tutorial": 1e-3}
 HEADS: tuple[str, ...] = ("age", "gender", "race")
-SPLIT_METHODS: tuple[str, ...] = ("tutorial", "stratified")
+# tutorial: the tutorial's 49/21/30 random split; stratified: the same sizes, stratified; select: stratified
+# 85/5/10, train on train, choose settings on valid; final: the same partition, trained on train + valid.
+SPLIT_METHODS: tuple[str, ...] = ("tutorial", "stratified", "select", "final")
 STRATEGIES: tuple[str, ...] = ("default", "mirrored")
 # The tutorial weighs age 2, race 1.5, gender 1.
 TUTORIAL_LOSS_WEIGHTS: dict[str, float] = {"age": 2.0, "gender": 1.0, "race": 1.5}
@@ -33,30 +39,43 @@ class TrainConfig:
     image_size: int | None = None  # None: the preset's default (fast 48, tutorial 198)
     epochs: int = 30
     time_budget_s: float | None = None  # stop (and end the LR schedule) after this many seconds
-    batch_size: int = 64
-    learning_rate: float | None = None  # None: the preset's default
+    batch_size: int | None = None  # None: the preset's default (filled in at construction)
+    learning_rate: float | None = None  # None: the preset's default, scaled to the batch size
     min_age: int = 10
     max_age: int = 65
     loss_weights: dict[str, float] | str = field(default_factory=_default_loss_weights)  # or "auto"
     seed: int = 0
-    split_method: str = "tutorial"
+    split_method: str | None = None  # None: "tutorial" for the tutorial preset, else "final" (filled in)
     early_stopping_patience: int | None = 8  # epochs without validation improvement; None: off
     augment: bool = True
     strategy: str = "default"
     data_source: str = ""
     data_fingerprint: str = ""
 
+    def __post_init__(self) -> None:
+        # Defaults that depend on the preset are written into the fields, so config.json says what was used.
+        if self.batch_size is None and self.preset in PRESET_BATCH_SIZE:
+            self.batch_size = PRESET_BATCH_SIZE[self.preset]
+        if self.split_method is None:
+            self.split_method = "tutorial" if self.preset == "tutorial" else "final"
+
     def resolved_image_size(self) -> int:
         """Return the image side in pixels (the preset default when ``image_size`` is None)."""
         return int(self.image_size) if self.image_size is not None else PRESET_IMAGE_SIZE[self.preset]
 
     def resolved_learning_rate(self) -> float:
-        """Return the peak learning rate (the preset default when ``learning_rate`` is None)."""
+        """Return the peak learning rate: ``learning_rate``, or the preset's rate scaled to the batch size.
+
+        The scaling is by the square root of the batch-size ratio (Adam-family optimizers; linear scaling
+        overshoots at these sizes), e.g. fast at batch 512 instead of 128 gets twice the rate.
+        """
         if self.learning_rate is not None:
             return float(self.learning_rate)
-        return PRESET_LEARNING_RATE[self.preset]
+        base = PRESET_LEARNING_RATE[self.preset]
+        batch = self.batch_size if self.batch_size is not None else PRESET_BATCH_SIZE[self.preset]
+        return base * math.sqrt(batch / PRESET_BATCH_SIZE[self.preset])
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first bad field; return self when all values are valid."""
 
         def bad(name: str, why: str) -> ConfigError:
@@ -79,10 +98,8 @@ class TrainConfig:
         if self.time_budget_s is not None and (not is_number(self.time_budget_s) or self.time_budget_s <= 0):
             raise bad("time_budget_s", "use a positive number of seconds, or None for no budget")
         if not is_int(self.batch_size) or not 1 <= self.batch_size <= 4096:
-            raise bad("batch_size", "use an integer between 1 and 4096")
-        if self.learning_rate is not None and (
-            not is_number(self.learning_rate) or not 0 < self.learning_rate <= 1
-        ):
+            raise bad("batch_size", "use an integer between 1 and 4096, or None for the preset default")
+        if self.learning_rate is not None and (not is_number(self.learning_rate) or not 0 < self.learning_rate <= 1):
             raise bad("learning_rate", "use a number in (0, 1], or None for the preset default")
         if not is_int(self.min_age) or not 0 <= self.min_age <= 200:
             raise bad("min_age", "use an integer age in years between 0 and 200")
@@ -94,7 +111,7 @@ class TrainConfig:
         if not is_int(self.seed) or self.seed < 0:
             raise bad("seed", "use a non-negative integer")
         if self.split_method not in SPLIT_METHODS:
-            raise bad("split_method", f"choose one of {list(SPLIT_METHODS)}")
+            raise bad("split_method", f"choose one of {list(SPLIT_METHODS)}, or None for the preset default")
         if self.early_stopping_patience is not None and (
             not is_int(self.early_stopping_patience) or self.early_stopping_patience < 1
         ):
@@ -114,8 +131,7 @@ class TrainConfig:
         if isinstance(weights, str):
             if weights != "auto":
                 raise ConfigError(
-                    f"TrainConfig.loss_weights = {weights!r} is invalid: use 'auto' or a dict "
-                    f"with keys {list(HEADS)}"
+                    f"TrainConfig.loss_weights = {weights!r} is invalid: use 'auto' or a dict with keys {list(HEADS)}"
                 )
             return
         if not isinstance(weights, dict) or set(weights) != set(HEADS):
@@ -139,7 +155,7 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build a config from ``to_dict()`` output; unknown keys raise ConfigError (values are not validated)."""
         if not isinstance(data, dict):
             raise ConfigError(f"a TrainConfig needs a dict, got {type(data).__name__}")

@@ -276,9 +276,11 @@ def summary_text(index: DatasetIndex) -> str:
     s = index.summary()
     lines = [
         f"Data set: {s['root']}",
-        f"  image files: {s['files']}  labelled: {s['labelled']}  kept: {s['kept']}  non-image files ignored: {s['non_images']}",
+        f"  image files: {s['files']}  labelled: {s['labelled']}  kept: {s['kept']}  "
+        f"non-image files ignored: {s['non_images']}",
         f"  rejected names: {len(s['rejected'])}  lenient warnings: {len(s['warnings'])}",
-        f"  duplicate groups: {s['duplicate_groups']} ({s['duplicate_images']} images), label conflicts: {s['label_conflicts']},"
+        f"  duplicate groups: {s['duplicate_groups']} ({s['duplicate_images']} images), "
+        f"label conflicts: {s['label_conflicts']},"
         f" dropped by policy '{s['duplicate_policy']}': {s['dropped_by_policy']}",
         "  by gender: " + ", ".join(f"{k} {v}" for k, v in s["by_gender"].items()),
         "  by race: " + ", ".join(f"{k} {v}" for k, v in s["by_race"].items()),

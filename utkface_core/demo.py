@@ -119,7 +119,7 @@ def demo_file_names(n: int, seed: int = 0) -> list[str]:
     labels = sample_labels(n, seed)
     return [
         f"{age}_{gender}_{race}_{stamp}.jpg.chip.jpg"
-        for (age, gender, race), stamp in zip(labels.tolist(), _timestamps(n, seed))
+        for (age, gender, race), stamp in zip(labels.tolist(), _timestamps(n, seed), strict=False)
     ]
 
 
@@ -159,7 +159,7 @@ _COS, _SIN = np.cos(_T), np.sin(_T)
 
 
 def _mix(a: tuple, b: tuple, t: float) -> tuple[int, int, int]:
-    return tuple(int(round(x + (y - x) * t)) for x, y in zip(a, b))
+    return tuple(int(round(x + (y - x) * t)) for x, y in zip(a, b, strict=False))
 
 
 def _scale(c: tuple, f: float) -> tuple[int, int, int]:
@@ -167,7 +167,7 @@ def _scale(c: tuple, f: float) -> tuple[int, int, int]:
 
 
 def _pick(r: random.Random, options: tuple) -> tuple:
-    colours, weights = zip(*options)
+    colours, weights = zip(*options, strict=False)
     return r.choices(colours, weights=weights)[0]
 
 
@@ -212,9 +212,7 @@ def _background(r: random.Random, side: int) -> Image.Image:
     grey = r.randint(50, 225)
     base = [grey + r.randint(-45, 45) for _ in range(3)]  # muted colours, like indoor/outdoor photos
     spread = r.randint(10, 50)
-    cells = bytes(
-        max(0, min(255, base[c] + r.randint(-spread, spread))) for _ in range(k * k) for c in range(3)
-    )
+    cells = bytes(max(0, min(255, base[c] + r.randint(-spread, spread))) for _ in range(k * k) for c in range(3))
     return Image.frombytes("RGB", (k, k), cells).resize((side, side), Image.BILINEAR)
 
 
@@ -428,9 +426,7 @@ def _finish(img: Image.Image, side: int, seed: int, r: random.Random) -> bytes:
     return buf.getvalue()
 
 
-def render_demo_image(
-    age: int, gender: int, race: int, size: int = 200, seed: int = 0, index: int = 0
-) -> bytes:
+def render_demo_image(age: int, gender: int, race: int, size: int = 200, seed: int = 0, index: int = 0) -> bytes:
     """Return the JPEG bytes of one synthetic face; deterministic in all arguments."""
     age = _check_int("age", age, 0, MAX_AGE)
     gender = _check_int("gender (0 male, 1 female)", gender, 0, 1)
@@ -536,7 +532,7 @@ def generate_demo_dataset(
             labels = sample_labels(n, seed)
             names = demo_file_names(n, seed)
             step = max(1, n // 100)
-            for i, ((age, gender, race), name) in enumerate(zip(labels.tolist(), names)):
+            for i, ((age, gender, race), name) in enumerate(zip(labels.tolist(), names, strict=False)):
                 (tmp / name).write_bytes(render_demo_image(age, gender, race, size, seed, i))
                 if progress is not None and ((i + 1) % step == 0 or i + 1 == n):
                     progress(i + 1, n)
@@ -585,9 +581,142 @@ def default_demo_dir(n: int = 3000, seed: int = 0) -> Path:
     return paths.data_subdir("demo") / f"synthetic_n{n}_seed{seed}"
 
 
-def ensure_demo_dataset(
-    n: int = 3000, seed: int = 0, progress: Callable[[int, int], None] | None = None
-) -> Path:
+def ensure_demo_dataset(n: int = 3000, seed: int = 0, progress: Callable[[int, int], None] | None = None) -> Path:
     """Return the default demo folder, generating it first if it is missing or incomplete."""
     return generate_demo_dataset(default_demo_dir(n, seed), n=n, seed=seed, progress=progress)
 
+
+# --------------------------------------------------------------------------- drawing in the background
+
+
+@lru_cache(maxsize=4)
+def _positions(n: int, seed: int) -> dict[str, int]:
+    return {name: i for i, name in enumerate(demo_file_names(n, seed))}
+
+
+def demo_position(name: str, n: int = 3000, seed: int = 0) -> int:
+    """The index under which ``generate_demo_dataset(n=n, seed=seed)`` draws the file ``name`` (KeyError if none)."""
+    return _positions(*_check_args(n, seed)[:2])[Path(name).name]
+
+
+def render_demo_file(name: str, n: int = 3000, seed: int = 0, size: int = 200) -> bytes:
+    """The JPEG bytes that the demo set of (n, seed, size) holds under ``name``, drawn now (the same bytes)."""
+    i = demo_position(name, n, seed)
+    age, gender, race = sample_labels(n, seed)[i].tolist()
+    return render_demo_image(age, gender, race, size, seed, i)
+
+
+class DemoBuild:
+    """Draws the default demo set in a background process; its names and labels are known before any image is.
+
+    A separate, lower-priority process keeps the drawing off the caller's interpreter (a Streamlit
+    server stays responsive). ``done``/``total`` count the images drawn; ``ready`` turns True once
+    the complete set is in ``path``; ``error`` holds the message when drawing failed (``start``
+    again to retry).
+    """
+
+    def __init__(self, n: int = 3000, seed: int = 0) -> None:
+        self.n, self.seed, _ = _check_args(n, seed)
+        self.path = default_demo_dir(self.n, self.seed)
+        self.done = 0
+        self.total = self.n
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.ready = _is_complete(self.path, self.n, self.seed, 200)
+        if self.ready:
+            self.done = self.n
+
+    def start(self) -> DemoBuild:
+        """Start drawing unless the set is complete or being drawn; return self."""
+        with self._lock:
+            if self.ready or (self._thread is not None and self._thread.is_alive()):
+                return self
+            self.error = None
+            self._thread = threading.Thread(target=self._run, name="demo-faces", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import subprocess
+        import sys
+
+        package_parent = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        code = "from utkface_core.demo import _draw_in_child; _draw_in_child()"
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code, str(self.n), str(self.seed)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for line in proc.stdout:  # "done total" lines
+                parts = line.split()
+                if len(parts) == 2 and all(p.isdigit() for p in parts):
+                    self.done, self.total = int(parts[0]), int(parts[1])
+            err = proc.stderr.read()
+            if proc.wait() != 0:
+                last = [ln for ln in err.strip().splitlines() if ln.strip()]
+                raise DemoDataError(last[-1] if last else f"the drawing process exited with code {proc.returncode}")
+            if not _is_complete(self.path, self.n, self.seed, 200):
+                raise DemoDataError("the drawing process ended without a complete set")
+            self.ready = True
+            self.done = self.n
+        except (OSError, ValueError) as exc:
+            self.error = f"the demo faces could not be drawn into {self.path}: {exc}"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the drawing ended (or ``timeout`` seconds passed); return ``ready``."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.ready
+
+
+def _draw_in_child() -> None:
+    """Entry point of DemoBuild's process: draw the set of ``argv[1:3]`` (n, seed), printing "done total" lines."""
+    import sys
+
+    if hasattr(os, "nice"):
+        os.nice(10)  # interactive work first: the drawing uses what is left of the CPU
+    n, seed = int(sys.argv[1]), int(sys.argv[2])
+    try:
+        ensure_demo_dataset(n, seed, progress=lambda done, total: print(done, total, flush=True))
+    except (OSError, ValueError) as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def demo_index(n: int = 3000, seed: int = 0):
+    """A ``DatasetIndex`` of the default demo set built from its names alone (no image needs to exist yet).
+
+    Rows, labels and paths equal those ``dataset.index_folder`` gives for the finished folder; only the
+    content hashes are empty, so its fingerprint differs: use it to show labels, not to train.
+    """
+    import pandas as pd
+
+    from .dataset import COLUMNS, DatasetIndex
+    from .labels import GENDERS, RACES
+
+    folder = default_demo_dir(n, seed).resolve()
+    labels = sample_labels(n, seed)
+    names = demo_file_names(n, seed)
+    order = sorted(range(len(names)), key=names.__getitem__)
+    frame = pd.DataFrame(
+        {
+            "path": [str(folder / names[i]) for i in order],
+            "file": [names[i] for i in order],
+            "age": labels[order, 0],
+            "gender": labels[order, 1],
+            "race": labels[order, 2],
+        }
+    )
+    frame["gender_name"] = [GENDERS[g] for g in frame["gender"]]
+    frame["race_name"] = [RACES[r] for r in frame["race"]]
+    frame["hash"] = ""
+    frame["warning"] = ""
+    frame = frame[COLUMNS].astype({"age": "int16", "gender": "int8", "race": "int8"})
+    return DatasetIndex(root=folder, all_frame=frame, frame=frame)

@@ -98,8 +98,16 @@ class _Detector:
             swallowed and no face is ever found.
             """
 
-            def __call__(self, images_normalized, images_oshapes, min_face_size=20, threshold_pnet=0.6,
-                         nms_pnet1=0.5, nms_pnet2=0.7, **kwargs):
+            def __call__(
+                self,
+                images_normalized,
+                images_oshapes,
+                min_face_size=20,
+                threshold_pnet=0.6,
+                nms_pnet1=0.5,
+                nms_pnet2=0.7,
+                **kwargs,
+            ):
                 height, width = int(images_oshapes[0][0]), int(images_oshapes[0][1])
                 scale = _PNET_WINDOW / float(min_face_size)
                 proposals = []
@@ -108,8 +116,9 @@ class _Detector:
                     boxes = generate_bounding_box(offsets, scores, threshold_pnet)
                     boxes = upscale_bboxes(boxes, np.asarray([scale]))
                     if len(boxes):
-                        proposals.append(smart_nms_from_bboxes(boxes, threshold=nms_pnet1, method="union",
-                                                               initial_sort=False))
+                        proposals.append(
+                            smart_nms_from_bboxes(boxes, threshold=nms_pnet1, method="union", initial_sort=False)
+                        )
                     scale *= _PYRAMID_FACTOR
                 if not proposals:
                     return np.empty((0, 6))
@@ -124,8 +133,9 @@ class _Detector:
         for stage in (self.pnet, self.rnet, self.onet):
             network = stage.model
             # One graph per network for every input shape: no retracing, no eager per-layer overhead.
-            stage._model = tf.function(lambda x, network=network: network(x, training=False),
-                                       input_signature=spec, reduce_retracing=True)
+            stage._model = tf.function(
+                lambda x, network=network: network(x, training=False), input_signature=spec, reduce_retracing=True
+            )
 
     def __call__(self, image_rgb: np.ndarray, *, min_face_size: int, threshold_onet: float) -> np.ndarray:
         """Return rows ``[0, x1, y1, x2, y2, confidence, 5 landmark xs, 5 landmark ys]``."""
@@ -216,7 +226,7 @@ def detect_faces(
         if x2 - x1 < 1 or y2 - y1 < 1:
             continue
         xs, ys = row[6:11] / factor, row[11:16] / factor
-        points = [(float(x), float(y)) for x, y in zip(xs, ys)]
+        points = [(float(x), float(y)) for x, y in zip(xs, ys, strict=False)]
         faces.append(
             Face(
                 box=(round(x1), round(y1), max(1, round(x2 - x1)), max(1, round(y2 - y1))),
@@ -251,7 +261,9 @@ def alignment_matrix(face: Face, size: int = 200) -> np.ndarray:
     dst_centred = template - template.mean(axis=0)
     scale = float((src_centred * dst_centred).sum() / (src_centred**2).sum())
     if not np.isfinite(scale) or scale <= 0:
-        raise FaceInputError("The face's landmarks are degenerate; cannot align it. Pass a face returned by detect_faces.")
+        raise FaceInputError(
+            "The face's landmarks are degenerate; cannot align it. Pass a face returned by detect_faces."
+        )
     shift = template.mean(axis=0) - scale * rotated.mean(axis=0)
     return np.hstack([scale * rot, shift[:, None]])
 

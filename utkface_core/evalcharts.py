@@ -67,32 +67,60 @@ def age_scatter(ev: Evaluation) -> go.Figure:
     true, pred = ev.true_age[rows], ev.predictions.age[rows]
     fig = go.Figure(
         go.Scattergl(
-            x=true, y=pred, mode="markers", name="images",
-            marker=dict(size=5, color=np.abs(pred - true), colorscale="Viridis", opacity=0.6,
-                        colorbar=dict(title="|error|")),
+            x=true,
+            y=pred,
+            mode="markers",
+            name="images",
+            marker=dict(
+                size=5, color=np.abs(pred - true), colorscale="Viridis", opacity=0.6, colorbar=dict(title="|error|")
+            ),
             text=_file_names(ev, rows),
             hovertemplate="%{text}<br>true %{x:.0f} · predicted %{y:.1f}<extra></extra>",
         )
     )
     low = float(min(ev.true_age.min(), ev.predictions.age.min()))
     high = float(max(ev.true_age.max(), ev.predictions.age.max()))
-    fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="predicted = true",
-                             line=dict(color=IDENTITY_COLOUR, dash="dash")))
+    fig.add_trace(
+        go.Scatter(
+            x=[low, high],
+            y=[low, high],
+            mode="lines",
+            name="predicted = true",
+            line=dict(color=IDENTITY_COLOUR, dash="dash"),
+        )
+    )
     sampled = f" ({len(rows):,} of {ev.n:,} shown)" if len(rows) < ev.n else ""
-    return _layout(fig, f"Predicted vs true age · MAE {ev.age_mae:.2f} years{sampled}",
-                   xaxis_title="True age (years)", yaxis_title="Predicted age (years)", showlegend=False)
+    return _layout(
+        fig,
+        f"Predicted vs true age · MAE {ev.age_mae:.2f} years{sampled}",
+        xaxis_title="True age (years)",
+        yaxis_title="Predicted age (years)",
+        showlegend=False,
+    )
 
 
 def residual_histogram(ev: Evaluation) -> go.Figure:
     """Histogram of residuals (predicted - true age) with lines at zero and at the mean residual (the bias)."""
     ev = _check_evaluation(ev)
     bias = float(np.mean(ev.residuals))
-    fig = go.Figure(go.Histogram(x=ev.residuals, nbinsx=min(60, max(10, ev.n // 5)), name="images",
-                                 hovertemplate="residual %{x}<br>%{y} images<extra></extra>"))
+    fig = go.Figure(
+        go.Histogram(
+            x=ev.residuals,
+            nbinsx=min(60, max(10, ev.n // 5)),
+            name="images",
+            hovertemplate="residual %{x}<br>%{y} images<extra></extra>",
+        )
+    )
     fig.add_vline(x=0, line=dict(color=IDENTITY_COLOUR, dash="dash"))
     fig.add_vline(x=bias, line=dict(color="#d62728"), annotation_text=f"mean {bias:+.2f}")
-    return _layout(fig, "Residuals (predicted − true age)", xaxis_title="Residual (years)",
-                   yaxis_title="Images", bargap=0.05, showlegend=False)
+    return _layout(
+        fig,
+        "Residuals (predicted − true age)",
+        xaxis_title="Residual (years)",
+        yaxis_title="Images",
+        bargap=0.05,
+        showlegend=False,
+    )
 
 
 def residuals_vs_true(ev: Evaluation, bin_width: int = 5) -> go.Figure:
@@ -101,30 +129,58 @@ def residuals_vs_true(ev: Evaluation, bin_width: int = 5) -> go.Figure:
     if bin_width < 1:
         raise EvalChartError(f"bin_width must be a positive number of years, got {bin_width}")
     rows = _sample(ev.n)
-    fig = go.Figure(go.Scattergl(
-        x=ev.true_age[rows], y=ev.residuals[rows], mode="markers", name="images",
-        marker=dict(size=4, opacity=0.4), text=_file_names(ev, rows),
-        hovertemplate="%{text}<br>true %{x:.0f} · residual %{y:+.1f}<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Scattergl(
+            x=ev.true_age[rows],
+            y=ev.residuals[rows],
+            mode="markers",
+            name="images",
+            marker=dict(size=4, opacity=0.4),
+            text=_file_names(ev, rows),
+            hovertemplate="%{text}<br>true %{x:.0f} · residual %{y:+.1f}<extra></extra>",
+        )
+    )
     bins = (ev.true_age // bin_width) * bin_width
     means = pd.Series(ev.residuals).groupby(bins).mean()
-    fig.add_trace(go.Scatter(x=means.index + bin_width / 2, y=means.to_numpy(), mode="lines+markers",
-                             name=f"mean per {bin_width} years", line=dict(color="#d62728", width=3)))
+    fig.add_trace(
+        go.Scatter(
+            x=means.index + bin_width / 2,
+            y=means.to_numpy(),
+            mode="lines+markers",
+            name=f"mean per {bin_width} years",
+            line=dict(color="#d62728", width=3),
+        )
+    )
     fig.add_hline(y=0, line=dict(color=IDENTITY_COLOUR, dash="dash"))
-    return _layout(fig, "Residual by true age (above 0: predicted too old)", xaxis_title="True age (years)",
-                   yaxis_title="Residual (years)", legend=dict(orientation="h", y=-0.2))
+    return _layout(
+        fig,
+        "Residual by true age (above 0: predicted too old)",
+        xaxis_title="True age (years)",
+        yaxis_title="Residual (years)",
+        legend=dict(orientation="h", y=-0.2),
+    )
 
 
 def mae_by_age_bin(ev: Evaluation) -> go.Figure:
     """Bars of the age MAE per age bin, each labelled with its number of images."""
     ev = _check_evaluation(ev)
     table = ev.mae_by_age_bin
-    fig = go.Figure(go.Bar(
-        x=table["bin"].astype(str), y=table["mae"], text=[f"n={int(n)}" for n in table["n"]], textposition="outside",
-        hovertemplate="ages %{x}<br>MAE %{y:.2f} years<br>%{text}<extra></extra>", marker_color="#4c78a8",
-    ))
-    fig.add_hline(y=ev.age_mae, line=dict(color=IDENTITY_COLOUR, dash="dash"),
-                  annotation_text=f"overall {ev.age_mae:.2f}", annotation_position="top left")
+    fig = go.Figure(
+        go.Bar(
+            x=table["bin"].astype(str),
+            y=table["mae"],
+            text=[f"n={int(n)}" for n in table["n"]],
+            textposition="outside",
+            hovertemplate="ages %{x}<br>MAE %{y:.2f} years<br>%{text}<extra></extra>",
+            marker_color="#4c78a8",
+        )
+    )
+    fig.add_hline(
+        y=ev.age_mae,
+        line=dict(color=IDENTITY_COLOUR, dash="dash"),
+        annotation_text=f"overall {ev.age_mae:.2f}",
+        annotation_position="top left",
+    )
     fig.update_yaxes(range=[0, float(table["mae"].max()) * 1.15 if len(table) else 1])
     return _layout(fig, "Age MAE by true age", xaxis_title="True age (years)", yaxis_title="MAE (years)")
 
@@ -143,24 +199,43 @@ def confusion_heatmap(ev: Evaluation, head: str, normalized: bool = False) -> go
     names = list(_check_head(head))
     counts = (ev.confusion_gender if head == "gender" else ev.confusion_race).reindex(index=names, columns=names)
     shares = (ev.confusion_gender_normalized if head == "gender" else ev.confusion_race_normalized).reindex(
-        index=names, columns=names)
+        index=names, columns=names
+    )
     z = shares.to_numpy(dtype=float) if normalized else counts.to_numpy(dtype=float)
     text = [[f"{v:.0%}" for v in row] for row in z] if normalized else [[f"{int(v)}" for v in row] for row in z]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=names, y=names, text=text, texttemplate="%{text}", colorscale="Blues", hoverinfo="skip",
-        zmin=0, zmax=1 if normalized else None, colorbar=dict(title="share" if normalized else "images"),
-    ))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=names,
+            y=names,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            hoverinfo="skip",
+            zmin=0,
+            zmax=1 if normalized else None,
+            colorbar=dict(title="share" if normalized else "images"),
+        )
+    )
     xs = [p for _ in names for p in names]
     ys = [t for t in names for _ in names]
     hover = [
         f"true {t} · predicted {p}<br>{int(counts.loc[t, p])} images ({shares.loc[t, p]:.0%} of {t})"
-        for t in names for p in names
+        for t in names
+        for p in names
     ]
-    fig.add_trace(go.Scatter(
-        x=xs, y=ys, mode="markers", customdata=[[t, p] for t, p in zip(ys, xs)], hovertext=hover,
-        hovertemplate="%{hovertext}<extra>click to see the images</extra>",
-        marker=dict(symbol="square", size=max(30, 240 // len(names)), opacity=0), showlegend=False,
-    ))
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers",
+            customdata=[[t, p] for t, p in zip(ys, xs, strict=False)],
+            hovertext=hover,
+            hovertemplate="%{hovertext}<extra>click to see the images</extra>",
+            marker=dict(symbol="square", size=max(30, 240 // len(names)), opacity=0),
+            showlegend=False,
+        )
+    )
     kind = "row-normalised" if normalized else "counts"
     fig.update_yaxes(autorange="reversed", title="True")
     fig.update_xaxes(title="Predicted", side="bottom")
@@ -197,15 +272,18 @@ def confusion_cell_frame(ev: Evaluation, head: str, true_name: str, pred_name: s
     rows = np.flatnonzero((true == names.index(true_name)) & (pred == names.index(pred_name)))
     conf = probs.max(axis=1)
     rows = rows[np.argsort(-conf[rows], kind="stable")]
-    return pd.DataFrame({
-        "index": rows.astype(int),
-        "file": [ev.files[i] if ev.files is not None else None for i in rows],
-        "true_age": ev.true_age[rows],
-        "pred_age": ev.predictions.age[rows],
-        "true": true_name,
-        "pred": pred_name,
-        "confidence": conf[rows],
-    }, columns=["index", "file", "true_age", "pred_age", "true", "pred", "confidence"])
+    return pd.DataFrame(
+        {
+            "index": rows.astype(int),
+            "file": [ev.files[i] if ev.files is not None else None for i in rows],
+            "true_age": ev.true_age[rows],
+            "pred_age": ev.predictions.age[rows],
+            "true": true_name,
+            "pred": pred_name,
+            "confidence": conf[rows],
+        },
+        columns=["index", "file", "true_age", "pred_age", "true", "pred", "confidence"],
+    )
 
 
 def top_confusion(ev: Evaluation, head: str) -> tuple[str, str]:
@@ -228,12 +306,21 @@ def report_frame(report: Mapping[str, Any]) -> pd.DataFrame:
     The overall accuracy (a single number) is left out: it is a headline metric of its own.
     """
     if not isinstance(report, Mapping):
-        raise EvalChartError(f"report must be the dict of Evaluation.report_gender/report_race, got {type(report).__name__}")
+        raise EvalChartError(
+            f"report must be the dict of Evaluation.report_gender/report_race, got {type(report).__name__}"
+        )
     rows = []
     for name, values in report.items():
         if isinstance(values, Mapping):
-            rows.append({"class": name, "precision": values.get("precision"), "recall": values.get("recall"),
-                         "f1": values.get("f1-score"), "support": int(values.get("support") or 0)})
+            rows.append(
+                {
+                    "class": name,
+                    "precision": values.get("precision"),
+                    "recall": values.get("recall"),
+                    "f1": values.get("f1-score"),
+                    "support": int(values.get("support") or 0),
+                }
+            )
     return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "support"])
 
 
@@ -247,13 +334,23 @@ def roc_figure(ev: Evaluation) -> go.Figure:
     ev = _check_evaluation(ev)
     curve = ev.gender_roc
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color=IDENTITY_COLOUR, dash="dash")))
+    fig.add_trace(
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color=IDENTITY_COLOUR, dash="dash"))
+    )
     if curve.score is None:
         _no_curve(fig, "Only one gender in this set: no ROC curve")
         title = "Gender ROC"
     else:
-        fig.add_trace(go.Scatter(x=curve.x, y=curve.y, mode="lines", name="model", line=dict(width=3),
-                                 hovertemplate="FPR %{x:.2f} · TPR %{y:.2f}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=curve.x,
+                y=curve.y,
+                mode="lines",
+                name="model",
+                line=dict(width=3),
+                hovertemplate="FPR %{x:.2f} · TPR %{y:.2f}<extra></extra>",
+            )
+        )
         title = f"Gender ROC · AUC {curve.score:.3f}"
     fig.update_xaxes(range=[0, 1], title="False positive rate (male called female)")
     fig.update_yaxes(range=[0, 1.02], title="True positive rate (female)")
@@ -266,14 +363,25 @@ def pr_figure(ev: Evaluation) -> go.Figure:
     curve = ev.gender_pr
     base = float(np.mean(ev.true_gender == GENDERS.index("female"))) if ev.n else 0.0
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[base, base], mode="lines", name="base rate",
-                             line=dict(color=IDENTITY_COLOUR, dash="dash")))
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[base, base], mode="lines", name="base rate", line=dict(color=IDENTITY_COLOUR, dash="dash")
+        )
+    )
     if curve.score is None:
         _no_curve(fig, "Only one gender in this set: no PR curve")
         title = "Gender precision-recall"
     else:
-        fig.add_trace(go.Scatter(x=curve.x, y=curve.y, mode="lines", name="model", line=dict(width=3),
-                                 hovertemplate="recall %{x:.2f} · precision %{y:.2f}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=curve.x,
+                y=curve.y,
+                mode="lines",
+                name="model",
+                line=dict(width=3),
+                hovertemplate="recall %{x:.2f} · precision %{y:.2f}<extra></extra>",
+            )
+        )
         title = f"Gender PR · AP {curve.score:.3f}"
     fig.update_xaxes(range=[0, 1], title="Recall")
     fig.update_yaxes(range=[0, 1.02], title="Precision")
@@ -288,17 +396,40 @@ def reliability_figure(ev: Evaluation, head: str) -> go.Figure:
     table = rel.table
     filled = table[table["n"] > 0]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.06)
-    fig.add_trace(go.Bar(
-        x=(filled["bin_lower"] + filled["bin_upper"]) / 2, y=filled["accuracy"],
-        width=(filled["bin_upper"] - filled["bin_lower"]) * 0.95, name="accuracy", marker_color="#4c78a8",
-        customdata=np.stack([filled["confidence"], filled["n"]], axis=1) if len(filled) else None,
-        hovertemplate="mean confidence %{customdata[0]:.2f}<br>accuracy %{y:.2f}<br>%{customdata[1]} images<extra></extra>",
-    ), row=1, col=1)
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
-                             line=dict(color=IDENTITY_COLOUR, dash="dash")), row=1, col=1)
-    fig.add_trace(go.Bar(x=(table["bin_lower"] + table["bin_upper"]) / 2, y=table["n"],
-                         width=(table["bin_upper"] - table["bin_lower"]) * 0.95, name="images",
-                         marker_color="#9ecae1", hovertemplate="%{y} images<extra></extra>"), row=2, col=1)
+    fig.add_trace(
+        go.Bar(
+            x=(filled["bin_lower"] + filled["bin_upper"]) / 2,
+            y=filled["accuracy"],
+            width=(filled["bin_upper"] - filled["bin_lower"]) * 0.95,
+            name="accuracy",
+            marker_color="#4c78a8",
+            customdata=np.stack([filled["confidence"], filled["n"]], axis=1) if len(filled) else None,
+            hovertemplate=(
+                "mean confidence %{customdata[0]:.2f}<br>accuracy %{y:.2f}<br>%{customdata[1]} images<extra></extra>"
+            ),
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line=dict(color=IDENTITY_COLOUR, dash="dash")
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=(table["bin_lower"] + table["bin_upper"]) / 2,
+            y=table["n"],
+            width=(table["bin_upper"] - table["bin_lower"]) * 0.95,
+            name="images",
+            marker_color="#9ecae1",
+            hovertemplate="%{y} images<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
     fig.update_yaxes(range=[0, 1.02], title="Accuracy", row=1, col=1)
     fig.update_yaxes(title="Images", row=2, col=1)
     fig.update_xaxes(range=[0, 1], title="Confidence (top probability)", row=2, col=1)
@@ -330,7 +461,9 @@ def gap_table(ev: Evaluation) -> pd.DataFrame:
     rows = []
     for metric, label in SUBGROUP_METRICS.items():
         cells = ev.gap_cells.get(metric) or {}
-        rows.append({"metric": label, "gap": ev.gaps.get(metric), "best": cells.get("best"), "worst": cells.get("worst")})
+        rows.append(
+            {"metric": label, "gap": ev.gaps.get(metric), "best": cells.get("best"), "worst": cells.get("worst")}
+        )
     return pd.DataFrame(rows, columns=["metric", "gap", "best", "worst"])
 
 
@@ -354,9 +487,18 @@ def subgroup_heatmap(ev: Evaluation, metric: str) -> go.Figure:
         text.append(t_row)
     # Lower is better for MAE: reverse the palette so "good" is always the same colour.
     scale = "RdYlGn_r" if metric == "age_mae" else "RdYlGn"
-    fig = go.Figure(go.Heatmap(z=z, x=list(GENDERS), y=list(RACES), text=text, texttemplate="%{text}",
-                               colorscale=scale, hovertemplate="%{y} %{x}<br>%{text}<extra></extra>",
-                               colorbar=dict(title="")))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(GENDERS),
+            y=list(RACES),
+            text=text,
+            texttemplate="%{text}",
+            colorscale=scale,
+            hovertemplate="%{y} %{x}<br>%{text}<extra></extra>",
+            colorbar=dict(title=""),
+        )
+    )
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, SUBGROUP_METRICS[metric])
 
@@ -377,10 +519,19 @@ def compare_frame(evals: Mapping[str, Evaluation]) -> pd.DataFrame:
     rows = []
     for name, ev in evals.items():
         ev = _check_evaluation(ev)
-        rows.append({"run": name, "n": ev.n, "age_mae": ev.age_mae, "age_rmse": ev.age_rmse,
-                     "gender_accuracy": ev.gender_accuracy, "race_accuracy": ev.race_accuracy,
-                     "gender_auc": ev.gender_roc.score, "gender_ece": ev.ece.get("gender"),
-                     "race_ece": ev.ece.get("race")})
+        rows.append(
+            {
+                "run": name,
+                "n": ev.n,
+                "age_mae": ev.age_mae,
+                "age_rmse": ev.age_rmse,
+                "gender_accuracy": ev.gender_accuracy,
+                "race_accuracy": ev.race_accuracy,
+                "gender_auc": ev.gender_roc.score,
+                "gender_ece": ev.ece.get("gender"),
+                "race_ece": ev.ece.get("race"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -393,10 +544,21 @@ def compare_metrics(evals: Mapping[str, Evaluation]) -> go.Figure:
         for j, metric in enumerate(COMPARE_METRICS, start=1):
             value = row[metric]
             label = f"{value:.2f}" if metric == "age_mae" else f"{value:.1%}"
-            fig.add_trace(go.Bar(x=[metric.split("_")[0]], y=[value], name=row["run"], text=[label], textposition="outside",
-                                 marker_color=palette[i % len(palette)], legendgroup=row["run"], showlegend=j == 1,
-                                 hovertemplate=f"{row['run']}<br>{COMPARE_METRICS[metric]}: {label}<extra></extra>"),
-                          row=1, col=j)
+            fig.add_trace(
+                go.Bar(
+                    x=[metric.split("_")[0]],
+                    y=[value],
+                    name=row["run"],
+                    text=[label],
+                    textposition="outside",
+                    marker_color=palette[i % len(palette)],
+                    legendgroup=row["run"],
+                    showlegend=j == 1,
+                    hovertemplate=f"{row['run']}<br>{COMPARE_METRICS[metric]}: {label}<extra></extra>",
+                ),
+                row=1,
+                col=j,
+            )
     for j, metric in enumerate(COMPARE_METRICS, start=1):
         if metric != "age_mae":
             fig.update_yaxes(range=[0, 1.1], tickformat=".0%", row=1, col=j)
@@ -412,10 +574,23 @@ def compare_mae_by_age_bin(evals: Mapping[str, Evaluation]) -> go.Figure:
     fig = go.Figure()
     for name, ev in evals.items():
         table = _check_evaluation(ev).mae_by_age_bin
-        fig.add_trace(go.Bar(x=table["bin"].astype(str), y=table["mae"], name=name,
-                             customdata=table["n"], hovertemplate="ages %{x}<br>MAE %{y:.2f}<br>n=%{customdata}<extra>" + name + "</extra>"))
-    return _layout(fig, "Age MAE by true age", barmode="group", xaxis_title="True age (years)",
-                   yaxis_title="MAE (years)", legend=dict(orientation="h", y=-0.2))
+        fig.add_trace(
+            go.Bar(
+                x=table["bin"].astype(str),
+                y=table["mae"],
+                name=name,
+                customdata=table["n"],
+                hovertemplate="ages %{x}<br>MAE %{y:.2f}<br>n=%{customdata}<extra>" + name + "</extra>",
+            )
+        )
+    return _layout(
+        fig,
+        "Age MAE by true age",
+        barmode="group",
+        xaxis_title="True age (years)",
+        yaxis_title="MAE (years)",
+        legend=dict(orientation="h", y=-0.2),
+    )
 
 
 def headline(ev: Evaluation) -> dict[str, str]:

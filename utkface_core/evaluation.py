@@ -1,7 +1,7 @@
 """Held-out evaluation of the multi-task model: metrics, confusion, calibration, subgroups, worst errors.
 
 Pure numpy / pandas / scikit-learn on arrays; the Evaluate page turns the returned tables into figures.
-TensorFlow is only imported (indirectly, through ``utkface_core.inference``) inside :func:`evaluate_run`.
+TensorFlow is only imported (indirectly, through ``utkface_core.prediction``) inside :func:`evaluate_run`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Predictions:
 
     @classmethod
     def from_output(cls, output: Mapping[str, Any]) -> Predictions:
-        """Build from the dict returned by ``inference.predict_arrays`` (keys age, gender, race)."""
+        """Build from the dict returned by ``prediction.predict_arrays`` (keys age, gender, race)."""
         missing = [k for k in ("age", "gender", "race") if k not in output]
         if missing:
             raise EvaluationError(
@@ -222,8 +222,10 @@ def _check_probs(probs: np.ndarray, name: str, n: int, n_classes: int) -> None:
         raise EvaluationError(f"{name} must be probabilities in [0, 1] (softmax output), not logits")
     sums = probs.sum(axis=1)
     if np.any(np.abs(sums - 1.0) > _PROB_SUM_TOLERANCE):
-        raise EvaluationError(f"rows of {name} must sum to 1 (softmax output); found a row summing to "
-                              f"{float(sums[np.argmax(np.abs(sums - 1.0))]):.4f}")
+        raise EvaluationError(
+            f"rows of {name} must sum to 1 (softmax output); found a row summing to "
+            f"{float(sums[np.argmax(np.abs(sums - 1.0))]):.4f}"
+        )
 
 
 def _check_bins(age_bins: Sequence[float]) -> np.ndarray:
@@ -275,8 +277,7 @@ def _confusions(true: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> tup
         normalized = np.where(row_sums > 0, counts / np.maximum(row_sums, 1), 0.0)
     index = pd.Index(list(names), name="true")
     columns = pd.Index(list(names), name="predicted")
-    return (pd.DataFrame(counts, index=index, columns=columns),
-            pd.DataFrame(normalized, index=index, columns=columns))
+    return (pd.DataFrame(counts, index=index, columns=columns), pd.DataFrame(normalized, index=index, columns=columns))
 
 
 def _report(true: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
@@ -327,8 +328,15 @@ def reliability_table(probs: np.ndarray, true: np.ndarray, n_bins: int = DEFAULT
             ece += count / n_total * abs(acc_b - conf_b)
         else:
             conf_b = acc_b = float("nan")
-        rows.append({"bin_lower": b / n_bins, "bin_upper": (b + 1) / n_bins, "n": count,
-                     "confidence": conf_b, "accuracy": acc_b})
+        rows.append(
+            {
+                "bin_lower": b / n_bins,
+                "bin_upper": (b + 1) / n_bins,
+                "n": count,
+                "confidence": conf_b,
+                "accuracy": acc_b,
+            }
+        )
     return Reliability(pd.DataFrame(rows), float(ece))
 
 
@@ -346,14 +354,16 @@ def _subgroups(
             mask = (true_race == r) & (true_gender == g)
             count = int(mask.sum())
             nan = float("nan")
-            rows.append({
-                "race": race,
-                "gender": gender,
-                "n": count,
-                "age_mae": float(abs_err[mask].mean()) if count else nan,
-                "gender_accuracy": float(gender_ok[mask].mean()) if count else nan,
-                "race_accuracy": float(race_ok[mask].mean()) if count else nan,
-            })
+            rows.append(
+                {
+                    "race": race,
+                    "gender": gender,
+                    "n": count,
+                    "age_mae": float(abs_err[mask].mean()) if count else nan,
+                    "gender_accuracy": float(gender_ok[mask].mean()) if count else nan,
+                    "race_accuracy": float(race_ok[mask].mean()) if count else nan,
+                }
+            )
     table = pd.DataFrame(rows, columns=["race", "gender", "n", "age_mae", "gender_accuracy", "race_accuracy"])
     eligible = table[table["n"] >= min_group_n]
     gaps: dict[str, float | None] = {}
@@ -390,20 +400,39 @@ def _worst_errors(
     # Stable sort keeps ties in input order, so results are deterministic.
     order = np.argsort(-abs_err, kind="stable")[:top_k]
     age = pd.DataFrame(
-        [{"index": int(i), "file": file_of(i), "true_age": float(true_age[i]), "pred_age": float(preds.age[i]),
-          "abs_error": float(abs_err[i])} for i in order],
+        [
+            {
+                "index": int(i),
+                "file": file_of(i),
+                "true_age": float(true_age[i]),
+                "pred_age": float(preds.age[i]),
+                "abs_error": float(abs_err[i]),
+            }
+            for i in order
+        ],
         columns=["index", "file", "true_age", "pred_age", "abs_error"],
     )
     out = {"age": age}
-    for head, probs, true, names in (("gender", preds.gender_probs, true_gender, GENDERS),
-                                     ("race", preds.race_probs, true_race, RACES)):
+    for head, probs, true, names in (
+        ("gender", preds.gender_probs, true_gender, GENDERS),
+        ("race", preds.race_probs, true_race, RACES),
+    ):
         pred = probs.argmax(axis=1)
         conf = probs.max(axis=1)
         wrong = np.flatnonzero(pred != true)
         wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:top_k]
         out[head] = pd.DataFrame(
-            [{"index": int(i), "file": file_of(i), "true": names[true[i]], "pred": names[pred[i]],
-              "confidence": float(conf[i]), "p_true": float(probs[i, true[i]])} for i in wrong],
+            [
+                {
+                    "index": int(i),
+                    "file": file_of(i),
+                    "true": names[true[i]],
+                    "pred": names[pred[i]],
+                    "confidence": float(conf[i]),
+                    "p_true": float(probs[i, true[i]]),
+                }
+                for i in wrong
+            ],
             columns=["index", "file", "true", "pred", "confidence", "p_true"],
         )
     return out
@@ -539,8 +568,9 @@ def _fingerprint(frame: pd.DataFrame) -> str:
     """Hash of the evaluated rows: path, labels, content hash if known, and file size/mtime."""
     digest = hashlib.sha256()
     hashes = frame["hash"] if "hash" in frame.columns else pd.Series([None] * len(frame), index=frame.index)
-    for path, age, gender, race, content in zip(frame["path"], frame["age"], frame["gender"], frame["race"],
-                                                hashes, strict=True):
+    for path, age, gender, race, content in zip(
+        frame["path"], frame["age"], frame["gender"], frame["race"], hashes, strict=True
+    ):
         try:
             st = os.stat(path)
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
@@ -653,7 +683,9 @@ def evaluate_run(
         if hit is not None:
             arrays, meta = hit
             evaluation = evaluate_arrays(
-                arrays["true_age"], arrays["true_gender"], arrays["true_race"],
+                arrays["true_age"],
+                arrays["true_gender"],
+                arrays["true_race"],
                 Predictions(arrays["pred_age"], arrays["gender_probs"], arrays["race_probs"]),
                 files=[str(f) for f in arrays["files"]],
             )
@@ -664,7 +696,7 @@ def evaluate_run(
             return evaluation
 
     from utkface_core.imagecache import build_image_cache
-    from utkface_core.inference import load_model, predict_arrays
+    from utkface_core.prediction import load_model, predict_arrays
 
     paths = [str(p) for p in frame["path"]]
     cache = build_image_cache(paths, image_size, progress=progress)
@@ -679,39 +711,47 @@ def evaluate_run(
             excluded.append({"file": paths[i], "reason": "could not be decoded"})
     keep = np.flatnonzero(ok)
     if keep.size == 0:
-        raise EvaluationError(f"none of the {len(paths)} images could be decoded; see the excluded list: "
-                              f"{excluded[:3]}")
+        raise EvaluationError(
+            f"none of the {len(paths)} images could be decoded; see the excluded list: {excluded[:3]}"
+        )
 
     model = load_model(model_path)
     outputs: dict[str, list[np.ndarray]] = {"age": [], "gender": [], "race": []}
     chunk = max(int(batch_size), 1) * 4
     # Chunking keeps memory bounded for large folders: only one chunk of decoded images is materialised.
     for start in range(0, keep.size, chunk):
-        idx = keep[start:start + chunk]
+        idx = keep[start : start + chunk]
         out = predict_arrays(model, np.asarray(cache.images[idx]), batch_size=batch_size)
         part = Predictions.from_output(out)
         outputs["age"].append(part.age)
         outputs["gender"].append(part.gender_probs)
         outputs["race"].append(part.race_probs)
         report(min(start + chunk, keep.size), keep.size)
-    preds = Predictions(np.concatenate(outputs["age"]), np.concatenate(outputs["gender"]),
-                        np.concatenate(outputs["race"]))
+    preds = Predictions(
+        np.concatenate(outputs["age"]), np.concatenate(outputs["gender"]), np.concatenate(outputs["race"])
+    )
     kept = frame.iloc[keep]
     files = [paths[i] for i in keep]
-    evaluation = evaluate_arrays(kept["age"].to_numpy(), kept["gender"].to_numpy(), kept["race"].to_numpy(), preds,
-                                 files=files)
+    evaluation = evaluate_arrays(
+        kept["age"].to_numpy(), kept["gender"].to_numpy(), kept["race"].to_numpy(), preds, files=files
+    )
     evaluation.excluded = excluded
     evaluation.cache_key = key
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     arrays = {
-        "true_age": evaluation.true_age, "true_gender": evaluation.true_gender, "true_race": evaluation.true_race,
-        "pred_age": preds.age, "gender_probs": preds.gender_probs, "race_probs": preds.race_probs,
+        "true_age": evaluation.true_age,
+        "true_gender": evaluation.true_gender,
+        "true_race": evaluation.true_race,
+        "pred_age": preds.age,
+        "gender_probs": preds.gender_probs,
+        "race_probs": preds.race_probs,
         "files": np.asarray(files, dtype=str),
     }
     # The npz goes first and the json last: a json present means its npz is complete.
     _atomic_write_bytes(cache_dir / f"{key}.npz", lambda fh: np.savez(fh, **arrays))
     meta = {"key": key_fields, "excluded": excluded, "summary": evaluation.to_json_dict()}
-    _atomic_write_bytes(cache_dir / f"{key}.json",
-                        lambda fh: fh.write(json.dumps(_jsonable(meta), indent=2).encode("utf-8")))
+    _atomic_write_bytes(
+        cache_dir / f"{key}.json", lambda fh: fh.write(json.dumps(_jsonable(meta), indent=2).encode("utf-8"))
+    )
     return evaluation

@@ -104,11 +104,17 @@ def grad_cam(model, face_uint8: np.ndarray, head: str, class_index: int | None =
     else:
         classes = int(head_layer.output.shape[-1])
         if class_index is not None and (
-            isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)) or not 0 <= class_index < classes
+            isinstance(class_index, bool)
+            or not isinstance(class_index, (int, np.integer))
+            or not 0 <= class_index < classes
         ):
-            raise GradCamError(f"class_index for {head!r} must be an integer from 0 to {classes - 1}, got {class_index!r}")
-    resized = face if face.shape[:2] == (size, size) else np.asarray(
-        Image.fromarray(face).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            raise GradCamError(
+                f"class_index for {head!r} must be an integer from 0 to {classes - 1}, got {class_index!r}"
+            )
+    resized = (
+        face
+        if face.shape[:2] == (size, size)
+        else np.asarray(Image.fromarray(face).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0))
     )
     x = tf.convert_to_tensor(resized[None].astype(np.float32))
     with tf.GradientTape() as tape:

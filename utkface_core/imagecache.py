@@ -11,14 +11,16 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import limits
 from . import paths as app_paths
 
 # Bump whenever decoding changes (filter, background, crop), so old caches are not reused.
@@ -32,6 +34,8 @@ _STALE_TMP_SECONDS = 24 * 3600
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
+# Modes Image.reduce handles and _to_rgb converts the same before or after shrinking.
+_REDUCIBLE = ("RGB", "L", "RGBA", "LA", "CMYK", "YCbCr")
 # Only mainstream formats: Pillow's lenient niche plugins would take some random bytes for images.
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
@@ -68,35 +72,59 @@ def _check_size(size: object) -> int:
     return int(size)
 
 
-def decode_image(source: str | Path | bytes | BinaryIO, size: int | None = None) -> np.ndarray:
+def decode_image(
+    source: str | Path | bytes | BinaryIO, size: int | None = None, *, max_side: int | None = None
+) -> np.ndarray:
     """Decode an image file to uint8 RGB (H, W, 3), EXIF orientation applied.
 
     With ``size`` the image is centre-cropped to a square and resized to ``size`` x ``size``.
-    Raises ImageDecodeError for empty, non-image, truncated, corrupt or oversized input.
+    With ``max_side`` a larger image is downscaled (aspect kept) so its longest side is at most
+    ``max_side``: JPEGs during decoding (DCT scaling), others right after. Images over the
+    ``max_image_pixels`` limit (width x height from the header) are refused before any pixel is
+    decoded. Raises ImageDecodeError for empty, non-image, truncated, corrupt or oversized input.
     """
     if size is not None:
         size = _check_size(size)
+    if max_side is not None and (
+        isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 1
+    ):
+        raise ValueError(f"max_side must be a positive integer number of pixels, got {max_side!r}")
+    max_pixels = int(limits.get("max_image_pixels"))
     label, fp = _open_source(source)
     try:
         img = Image.open(fp, formats=FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image too large to decode safely ({exc})", label) from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(
-            "not an image file (not JPEG, PNG, WebP, BMP, GIF or TIFF)", label
-        ) from exc
+        raise ImageDecodeError("not an image file (not JPEG, PNG, WebP, BMP, GIF or TIFF)", label) from exc
     except FileNotFoundError as exc:
         raise ImageDecodeError("file not found", label) from exc
     except Exception as exc:  # noqa: BLE001 - a corrupt file may trip any error inside a decoder
         raise ImageDecodeError(f"truncated or corrupt image: {exc}", label) from exc
     with img:
+        width, height = img.size
         try:
-            if size is not None and img.format == "JPEG":
+            if img.format == "JPEG" and (size is not None or max_side is not None):
                 # DCT scaling decodes at 1/2, 1/4 or 1/8 resolution, never below the target size.
-                img.draft("RGB", (size, size))
+                img.draft("RGB", _draft_target(width, height, size, max_side))
+        except Exception as exc:  # noqa: BLE001 - a corrupt header may trip any error
+            raise ImageDecodeError(f"truncated or corrupt image: {exc}", label) from exc
+        # The cap bounds what decoding allocates: the header's size, or the JPEG's DCT-scaled size.
+        if img.width * img.height > max_pixels:
+            raise ImageDecodeError(
+                f"image is {width:,} x {height:,} pixels ({width * height / 1e6:.0f} Mpx), over the "
+                f"{max_pixels / 1e6:g} Mpx limit: downscale it before uploading",
+                label,
+            )
+        try:
             img.load()
             img = _apply_orientation(img)
+            shrink_first = img.mode in _REDUCIBLE and "transparency" not in img.info
+            if shrink_first and max_side is not None and max(img.size) > max_side:
+                img = _shrink(img, max_side)
             rgb = _to_rgb(img, label)
+            if max_side is not None and max(rgb.size) > max_side:
+                rgb = _shrink(rgb, max_side)
             if size is not None:
                 rgb = _crop_resize(rgb, size)
             return np.asarray(rgb, dtype=np.uint8)
@@ -106,6 +134,28 @@ def decode_image(source: str | Path | bytes | BinaryIO, size: int | None = None)
             raise ImageDecodeError(f"image too large to decode safely ({exc})", label) from exc
         except Exception as exc:  # noqa: BLE001 - see above
             raise ImageDecodeError(f"truncated or corrupt image: {exc}", label) from exc
+
+
+def _draft_target(width: int, height: int, size: int | None, max_side: int | None) -> tuple[int, int]:
+    """The smallest decoded size JPEG draft mode may pick without going below what is needed."""
+    if size is not None:
+        # The centre square's side must stay >= size.
+        return (size, size)
+    scale = min(1.0, max_side / max(width, height))  # type: ignore[operator]
+    return (max(1, int(width * scale)), max(1, int(height * scale)))
+
+
+def _shrink(img: Image.Image, max_side: int) -> Image.Image:
+    """Downscale so the longest side is ``max_side``; whole-factor ``reduce`` first keeps memory and time low."""
+    longest = max(img.size)
+    factor = longest // max_side
+    if factor >= 2 and img.mode in _REDUCIBLE:
+        img = img.reduce(factor)
+    if max(img.size) > max_side:
+        scale = max_side / max(img.size)
+        target = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(target, _RESAMPLE, reducing_gap=_REDUCING_GAP)
+    return img
 
 
 def _open_source(source: str | Path | bytes | BinaryIO) -> tuple[str | None, str | io.BytesIO]:
@@ -239,6 +289,8 @@ def load_image_cache(key: str, cache_root: Path | None = None) -> ImageCache | N
         return None
     if images is None or ok.shape != (len(paths),):
         return None
+    with contextlib.suppress(OSError):
+        os.utime(meta_path)  # last use, for the janitor's least-recently-used order
     return ImageCache(key=key, size=size, paths=paths, images=images, ok=ok, errors=errors, path=npy_path)
 
 
@@ -384,7 +436,6 @@ def _decode_all(
     finally:
         abort.set()
         pool.shutdown(wait=True, cancel_futures=True)
-        del images
     errors = [{"file": items[i], "reason": reasons[i]} for i in sorted(reasons)]
     return ok, errors
 

@@ -88,7 +88,7 @@ class LossWeights:
                 return {h: (1.0 if self._auto else self._fixed[h]) for h in HEADS}
             if self._auto:
                 log_vars = np.asarray(keras.ops.convert_to_numpy(self._vars["log_vars"]), "float64")
-                return {h: float(math.exp(-s)) for h, s in zip(HEADS, log_vars)}
+                return {h: float(math.exp(-s)) for h, s in zip(HEADS, log_vars, strict=True)}
             return dict(self._fixed)
 
     def to_config(self) -> dict[str, float] | str:
@@ -148,11 +148,24 @@ class MultiTaskModel(keras.Model):
         *,
         age_loss: str = "huber",
         label_smoothing: float = 0.0,
+        race_prior: Any = None,
+        race_tau: float = 0.0,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         if age_loss not in ("mse", "huber", "mae"):
             raise ValueError(f"age_loss {age_loss!r} is invalid: choose 'mse', 'huber' or 'mae'")
+        if not (isinstance(race_tau, (int, float)) and math.isfinite(race_tau) and race_tau >= 0):
+            raise ValueError(f"race_tau {race_tau!r} is invalid: use a finite number >= 0 (0: plain cross-entropy)")
+        self._race_log_prior = None
+        if race_tau > 0:
+            prior = np.asarray(race_prior if race_prior is not None else [], dtype="float64").reshape(-1)
+            n_races = int(net.get_layer("race").output.shape[-1])
+            if prior.shape != (n_races,) or not np.all(np.isfinite(prior)) or prior.min() <= 0:
+                raise ValueError(f"race_prior must be {n_races} positive class frequencies when race_tau > 0")
+            # Logit adjustment (Menon et al. 2021): train on softmax(logits + tau * log prior), so the plain
+            # softmax the saved network outputs estimates the class-balanced posterior.
+            self._race_log_prior = (race_tau * np.log(prior / prior.sum())).astype("float32")
         self.net = net
         age_layer = net.get_layer("age")
         self._age_low = float(age_layer.offset)
@@ -189,8 +202,15 @@ class MultiTaskModel(keras.Model):
         return [
             ops.mean(self._age_loss(age_true, age_pred)),
             ops.mean(self._cce(ops.cast(y["gender"], "float32"), y_pred["gender"])),
-            ops.mean(self._cce(ops.cast(y["race"], "float32"), y_pred["race"])),
+            ops.mean(self._cce(ops.cast(y["race"], "float32"), self._adjusted_race(y_pred["race"]))),
         ]
+
+    def _adjusted_race(self, probs: Any) -> Any:
+        if self._race_log_prior is None:
+            return probs
+        # log softmax(z) + tau log prior, renormalised: softmax(z + tau log prior) from the probabilities.
+        logits = ops.log(ops.clip(ops.cast(probs, "float32"), 1e-7, 1.0)) + self._race_log_prior
+        return ops.softmax(logits, axis=-1)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):  # noqa: D102
         losses = ops.stack(self.head_losses(y, y_pred))

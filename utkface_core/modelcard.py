@@ -13,8 +13,18 @@ import pandas as pd
 from utkface_core.evaluation import Evaluation
 
 # Config keys rendered in their own sections rather than in the generic hyper-parameter table.
-_SECTION_KEYS = {"data", "loss_weights", "seed", "preset", "min_age", "max_age", "split_method", "split",
-                 "split_counts", "n_per_split"}
+_SECTION_KEYS = {
+    "data",
+    "loss_weights",
+    "seed",
+    "preset",
+    "min_age",
+    "max_age",
+    "split_method",
+    "split",
+    "split_counts",
+    "n_per_split",
+}
 _SPLITS = ("train", "valid", "test")
 
 
@@ -137,8 +147,10 @@ def _metrics_table(metrics: Mapping[str, Any], evaluation: Evaluation | None) ->
     if not has_recorded:
         return _table(["Metric", "Value"], [[k, v] for k, v in evaluated.items()])
     recorded_map = dict(recorded)
-    return _table(["Metric", "Recorded by training", "This evaluation"],
-                  [[k, recorded_map.get(k), v] for k, v in evaluated.items()])
+    return _table(
+        ["Metric", "Recorded by training", "This evaluation"],
+        [[k, recorded_map.get(k), v] for k, v in evaluated.items()],
+    )
 
 
 def render_model_card(
@@ -194,12 +206,15 @@ def render_model_card(
         ]
 
     lines += ["## Data", ""]
-    lines += _table(["Item", "Value"], [
-        ["Source", "synthetic demo images" if is_demo else source],
-        ["Fingerprint", data.get("fingerprint", "not recorded")],
-        ["Age range", f"{min_age}-{max_age}" if min_age is not None and max_age is not None else "not recorded"],
-        ["Image size", f"{config['image_size']} x {config['image_size']} RGB" if "image_size" in config else None],
-    ])
+    lines += _table(
+        ["Item", "Value"],
+        [
+            ["Source", "synthetic demo images" if is_demo else source],
+            ["Fingerprint", data.get("fingerprint", "not recorded")],
+            ["Age range", f"{min_age}-{max_age}" if min_age is not None and max_age is not None else "not recorded"],
+            ["Image size", f"{config['image_size']} x {config['image_size']} RGB" if "image_size" in config else None],
+        ],
+    )
     lines.append("")
     if counts:
         total = sum(counts.values())
@@ -209,11 +224,14 @@ def render_model_card(
     lines.append("")
 
     lines += ["## Training", ""]
-    lines += _table(["Item", "Value"], [
-        ["Split method", _split_method(config)],
-        ["Seed", config.get("seed", "not recorded")],
-        ["Preset", config.get("preset", "not recorded")],
-    ])
+    lines += _table(
+        ["Item", "Value"],
+        [
+            ["Split method", _split_method(config)],
+            ["Seed", config.get("seed", "not recorded")],
+            ["Preset", config.get("preset", "not recorded")],
+        ],
+    )
     lines.append("")
     loss_weights = config.get("loss_weights")
     if isinstance(loss_weights, Mapping) and loss_weights:
@@ -240,26 +258,50 @@ def render_model_card(
         lines.append("No subgroup evaluation available: evaluate the run on its test split to fill this section.")
     else:
         rows = [
-            [r["race"], r["gender"], int(r["n"]), _years(r["age_mae"]), _pct(r["gender_accuracy"]),
-             _pct(r["race_accuracy"])]
+            [
+                r["race"],
+                r["gender"],
+                int(r["n"]),
+                _years(r["age_mae"]),
+                _pct(r["gender_accuracy"]),
+                _pct(r["race_accuracy"]),
+            ]
             for r in evaluation.subgroups.to_dict(orient="records")
         ]
         lines += _table(["Race", "Gender", "n", "Age MAE", "Gender accuracy", "Race accuracy"], rows)
-        lines += ["", f"Gaps between the best and the worst cell, over cells with at least "
-                      f"{evaluation.min_group_n} test images:", ""]
+        lines += [
+            "",
+            f"Gaps between the best and the worst cell, over cells with at least {evaluation.min_group_n} test images:",
+            "",
+        ]
         gap_rows = []
-        for metric, label, fmt in (("age_mae", "Age MAE", _years), ("gender_accuracy", "Gender accuracy", _pct),
-                                   ("race_accuracy", "Race accuracy", _pct)):
+        for metric, label, fmt in (
+            ("age_mae", "Age MAE", _years),
+            ("gender_accuracy", "Gender accuracy", _pct),
+            ("race_accuracy", "Race accuracy", _pct),
+        ):
             gap = evaluation.gaps.get(metric)
             cells = evaluation.gap_cells.get(metric) or {}
             if gap is None:
                 gap_rows.append([label, "too few cells with enough images", "-", "-"])
             elif gap == 0:
-                gap_rows.append([label, fmt(0.0).replace("%", " percentage points") if fmt is _pct else fmt(0.0),
-                                 "all equal", "all equal"])
+                gap_rows.append(
+                    [
+                        label,
+                        fmt(0.0).replace("%", " percentage points") if fmt is _pct else fmt(0.0),
+                        "all equal",
+                        "all equal",
+                    ]
+                )
             else:
-                gap_rows.append([label, fmt(gap).replace("%", " percentage points") if fmt is _pct else fmt(gap),
-                                 cells.get("best"), cells.get("worst")])
+                gap_rows.append(
+                    [
+                        label,
+                        fmt(gap).replace("%", " percentage points") if fmt is _pct else fmt(gap),
+                        cells.get("best"),
+                        cells.get("worst"),
+                    ]
+                )
         lines += _table(["Metric", "Gap", "Best cell", "Worst cell"], gap_rows)
         lines += ["", "Small cells give noisy estimates; treat gaps between cells of a few dozen images with caution."]
     lines.append("")
@@ -279,10 +321,10 @@ def render_model_card(
         "- UTKFace labels are apparent or annotated values, not verified ground truth: ages, genders and races "
         "were assigned from images and contain errors.",
         "- Gender is modelled as a binary label and race as five coarse categories; these categories are socially "
-        "constructed, do not describe how people identify, and \"Others\" lumps together many groups.",
-        f"- The model was trained on ages {min_age}-{max_age} only; predictions outside that range are "
-        "extrapolations." if min_age is not None and max_age is not None else
-        "- The training age range was not recorded; predictions outside it are extrapolations.",
+        'constructed, do not describe how people identify, and "Others" lumps together many groups.',
+        f"- The model was trained on ages {min_age}-{max_age} only; predictions outside that range are extrapolations."
+        if min_age is not None and max_age is not None
+        else "- The training age range was not recorded; predictions outside it are extrapolations.",
         "- The data set is imbalanced across age, gender and race, so accuracy differs between groups (see the "
         "subgroup table); the held-out metrics come from the same source and overstate performance on other "
         "cameras, lighting, poses and populations.",

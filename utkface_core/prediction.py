@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
+import hashlib
 import os
 import threading
+import time
 import weakref
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -77,14 +82,77 @@ class ImageResult:
     source: str | None = field(default=None)
 
 
-# --- model calls -------------------------------------------------------------------------------
+# --- models and engines --------------------------------------------------------------------------
+
+OUTPUTS: tuple[str, ...] = ("age", "gender", "race")
+# "keras" runs the .keras file as a traced tf.function; "onnx" converts it (checked against Keras) for ONNX Runtime.
+ENGINES: tuple[str, ...] = ("keras", "onnx")
 
 _predict_fns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _predict_fns_lock = threading.Lock()
 
 
+class ModelLoadError(ValueError):
+    """A model file is missing, unreadable or not a UTKFace multi-output model."""
+
+
+class OnnxModel:
+    """An ONNX Runtime session obeying the run-model contract: float32 RGB 0..255 (N, S, S, 3) in, age/gender/race out.
+
+    Built from the bytes of an ONNX model (``export.export_onnx`` or ``export.to_onnx``); the input is
+    ``image`` and the outputs are named ``age``, ``gender`` and ``race``.
+    """
+
+    def __init__(self, onnx_model: bytes, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: ORT warns about unused initializers of converted graphs
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(bytes(onnx_model), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad graph
+            raise ModelLoadError(f"the ONNX model cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        inputs = self.session.get_inputs()
+        names = [out.name for out in self.session.get_outputs()]
+        if len(inputs) != 1 or not set(OUTPUTS) <= set(names):
+            raise ModelLoadError(
+                f"ONNX model has inputs {[i.name for i in inputs]} and outputs {names}; "
+                f"expected one image input and outputs {list(OUTPUTS)}"
+            )
+        self.input_name = inputs[0].name
+        shape = inputs[0].shape
+        side = shape[1] if len(shape) == 4 and shape[1] == shape[2] else None
+        self.image_size: int | None = side if isinstance(side, int) else None
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the session on float32 images (N, S, S, 3) 0..255; return the three outputs as arrays."""
+        values = self.session.run(list(OUTPUTS), {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})
+        return dict(zip(OUTPUTS, values, strict=True))
+
+
+def load_model(path: str | Path):
+    """Load a ``.keras`` model without compiling it (no cache); raise ModelLoadError naming the problem."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist: train a run first or pick another run")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - keras raises many types for a damaged archive
+        raise ModelLoadError(f"model file {path} could not be loaded ({type(exc).__name__}: {exc})") from exc
+    names = set(model.output_names) if hasattr(model, "output_names") else set()
+    if not set(OUTPUTS) <= names:
+        raise ModelLoadError(f"model {path} has outputs {sorted(names)}, expected {list(OUTPUTS)}")
+    return model
+
+
 def model_input_size(model) -> int | None:
     """Return the square side the model's input declares, or None when it accepts any size."""
+    if isinstance(model, OnnxModel):
+        return model.image_size
     shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else ()
     if len(shape) == 4 and shape[1] is not None and shape[1] == shape[2]:
         return int(shape[1])
@@ -107,19 +175,27 @@ def _predict_fn(model, image_size: int) -> Callable:
         fn = fns.get(image_size)
         if fn is None:
             spec = [tf.TensorSpec([None, image_size, image_size, 3], tf.float32)]
-            fn = tf.function(lambda x: model(x, training=False), input_signature=spec)
+            # A weak reference: a closure over the model would keep it (its WeakKeyDictionary key) alive forever.
+            ref = weakref.ref(model)
+            fn = tf.function(lambda x: ref()(x, training=False), input_signature=spec)
             fns[image_size] = fn
     return fn
 
 
 def run_model(model, images_uint8: np.ndarray, image_size: int) -> dict[str, np.ndarray]:
-    """Run ``model`` on uint8 images (N, S, S, 3); return age (N,) years, gender (N, 2), race (N, 5)."""
+    """Run a Keras model or an :class:`OnnxModel` on uint8 images (N, S, S, 3).
+
+    Return age (N,) years, gender (N, 2) and race (N, 5) probabilities, float32.
+    """
     images = np.asarray(images_uint8)
     if images.ndim != 4 or images.shape[1:] != (image_size, image_size, 3) or images.dtype != np.uint8:
         raise PredictionError(
             f"images must be uint8 of shape (N, {image_size}, {image_size}, 3), got {images.dtype} {images.shape}"
         )
-    out = _predict_fn(model, image_size)(images.astype(np.float32))
+    if isinstance(model, OnnxModel):
+        out = model.run(images.astype(np.float32))
+    else:
+        out = _predict_fn(model, image_size)(images.astype(np.float32))
     return {
         "age": np.asarray(out["age"], dtype=np.float32).reshape(-1),
         "gender": np.asarray(out["gender"], dtype=np.float32),
@@ -127,23 +203,64 @@ def run_model(model, images_uint8: np.ndarray, image_size: int) -> dict[str, np.
     }
 
 
+def predict_arrays(model, images_uint8: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Predict on uint8 images (N, H, W, 3) (or one (H, W, 3)); return age (N,) years, gender (N, 2), race (N, 5).
+
+    Images of another size than the model's input are resized the way the image cache resizes training images.
+    """
+    images = np.asarray(images_uint8)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise PredictionError(f"images must have shape (N, H, W, 3) RGB, got {images.shape}")
+    if images.dtype != np.uint8:
+        raise PredictionError(f"images must be uint8 0..255, got {images.dtype}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PredictionError(f"batch_size must be a positive integer, got {batch_size!r}")
+    size = model_input_size(model)
+    if size is None:
+        size = int(images.shape[1])
+    if images.shape[0] == 0:
+        return {
+            "age": np.zeros((0,), np.float32),
+            "gender": np.zeros((0, 2), np.float32),
+            "race": np.zeros((0, 5), np.float32),
+        }
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in OUTPUTS}
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size]
+        if batch.shape[1:3] != (size, size):
+            batch = np.stack([_resize(image, size) for image in batch])
+        out = run_model(model, batch, size)
+        for key in OUTPUTS:
+            parts[key].append(out[key])
+    return {key: np.concatenate(parts[key], axis=0) for key in OUTPUTS}
+
+
 @functools.lru_cache(maxsize=4)
-def _load_model(path: str, mtime_ns: int, size: int):
-    from .inference import load_model
+def _load_cached(path: str, mtime_ns: int, size: int, engine: str):
+    if engine == "keras":
+        return load_model(path)
+    from .export import export_model
 
-    return load_model(path)
+    # The conversion is checked against the Keras model before it is used (ExportError if it differs).
+    return OnnxModel(export_model(path, "onnx").data)
 
 
-def load_model_cached(path: str | Path):
-    """Load a ``model.keras`` once per (path, modification time, size); a re-saved file is reloaded."""
+def load_model_cached(path: str | Path, engine: str = "keras"):
+    """Load a ``model.keras`` once per (path, modification time, size, engine); a re-saved file is reloaded.
+
+    ``engine="onnx"`` returns an :class:`OnnxModel` converted from the file, for ``predict_image`` and friends.
+    This is the one model cache of the core.
+    """
+    if engine not in ENGINES:
+        raise PredictionError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
     resolved = Path(path).expanduser().resolve()
     try:
         st = resolved.stat()
     except OSError:
-        from .inference import ModelLoadError
-
         raise ModelLoadError(f"model file {resolved} does not exist: train a run first or pick another run") from None
-    return _load_model(str(resolved), st.st_mtime_ns, st.st_size)
+    return _load_cached(str(resolved), st.st_mtime_ns, st.st_size, engine)
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -162,10 +279,13 @@ def _as_rgb(image: ImageSource) -> tuple[np.ndarray, str | None]:
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
             raise PredictionError(f"an image array must have shape (H, W, 3), got {image.shape}")
         return np.ascontiguousarray(arr), None
+    from . import limits
     from .imagecache import decode_image
 
     label = os.fspath(image) if isinstance(image, (str, os.PathLike)) else getattr(image, "name", None)
-    return decode_image(image), (str(label) if label is not None else None)
+    # Photos are downscaled while (JPEG) or right after decoding: faces and boxes refer to that image.
+    rgb = decode_image(image, max_side=int(limits.get("max_photo_side")))
+    return rgb, (str(label) if label is not None else None)
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -195,11 +315,24 @@ def _age_band(age_plain: np.ndarray, age_flipped: np.ndarray, age_mae: float | N
 
 
 def _check_args(image_size: object, age_mae: object) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or not 16 <= int(image_size) <= 1024:
-        raise PredictionError(f"image_size must be an integer from 16 to 1024 (the run's config image_size), got {image_size!r}")
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, (int, np.integer))
+        or not 16 <= int(image_size) <= 1024
+    ):
+        raise PredictionError(
+            f"image_size must be an integer from 16 to 1024 (the run's config image_size), got {image_size!r}"
+        )
     if age_mae is not None:
-        if isinstance(age_mae, bool) or not isinstance(age_mae, (int, float, np.floating)) or not np.isfinite(age_mae) or age_mae < 0:
-            raise PredictionError(f"age_mae must be a non-negative number of years (metrics.json age_mae) or None, got {age_mae!r}")
+        if (
+            isinstance(age_mae, bool)
+            or not isinstance(age_mae, (int, float, np.floating))
+            or not np.isfinite(age_mae)
+            or age_mae < 0
+        ):
+            raise PredictionError(
+                f"age_mae must be a non-negative number of years (metrics.json age_mae) or None, got {age_mae!r}"
+            )
     return int(image_size)
 
 
@@ -260,8 +393,8 @@ def predict_image(
             age=float(age[i]),
             age_low=float(low[i]),
             age_high=float(high[i]),
-            gender_probs={name: float(p) for name, p in zip(GENDERS, gender[i])},
-            race_probs={name: float(p) for name, p in zip(RACES, race[i])},
+            gender_probs={name: float(p) for name, p in zip(GENDERS, gender[i], strict=False)},
+            race_probs={name: float(p) for name, p in zip(RACES, race[i], strict=False)},
         )
         for i in range(n)
     ]
@@ -456,3 +589,138 @@ def predict_files(
     for column in ("face", "x", "y", "w", "h"):
         frame[column] = frame[column].astype("Int64")
     return frame
+
+
+# --- prediction cache (owned with the resource limits, see utkface_core/limits.py) -----------------
+
+THUMBNAIL_SIDE = 640
+
+
+def thumbnail_result(result: ImageResult, side: int = THUMBNAIL_SIDE) -> ImageResult:
+    """A copy of ``result`` whose ``image_rgb`` is at most ``side`` pixels long, boxes scaled to match.
+
+    Face crops (200x200) are kept as they are; the full photo is not.
+    """
+    if isinstance(side, bool) or not isinstance(side, int) or side < 16:
+        raise PredictionError(f"side must be an integer >= 16 pixels, got {side!r}")
+    height, width = result.image_rgb.shape[:2]
+    longest = max(height, width)
+    if longest <= side:
+        return ImageResult(
+            faces=list(result.faces), image_rgb=result.image_rgb, message=result.message, source=result.source
+        )
+    scale = side / longest
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    thumb = Image.fromarray(result.image_rgb).resize(size, _RESAMPLE, reducing_gap=_REDUCING_GAP)
+    thumb = np.asarray(thumb, dtype=np.uint8)
+    faces = [
+        dataclasses.replace(face, box=tuple(int(round(v * scale)) for v in face.box))  # type: ignore[arg-type]
+        for face in result.faces
+    ]
+    return ImageResult(faces=faces, image_rgb=thumb, message=result.message, source=result.source)
+
+
+def result_nbytes(result: ImageResult) -> int:
+    """Bytes of the arrays a cached result holds (thumbnail and face crops)."""
+    return int(result.image_rgb.nbytes) + sum(int(face.crop.nbytes) for face in result.faces)
+
+
+class PredictionCache:
+    """A process-wide LRU cache of prediction results with a byte budget and a time-to-live.
+
+    It holds thumbnails and face crops (``thumbnail_result``), never full photos. Budget and TTL
+    default to the ``predict_cache_mb`` and ``predict_cache_ttl_s`` limits, read at each insert.
+    """
+
+    def __init__(self, budget_bytes: int | None = None, ttl_s: float | None = None) -> None:
+        self._budget = budget_bytes
+        self._ttl = ttl_s
+        self._items: collections.OrderedDict = collections.OrderedDict()  # key -> (result, nbytes, last used)
+        self._lock = threading.Lock()
+        self.nbytes = 0
+
+    def budget_bytes(self) -> int:
+        """The byte budget in force."""
+        from . import limits
+
+        return int(self._budget if self._budget is not None else limits.get("predict_cache_mb") * 1024 * 1024)
+
+    def ttl_s(self) -> float:
+        """Seconds an unused entry is kept."""
+        from . import limits
+
+        return float(self._ttl if self._ttl is not None else limits.get("predict_cache_ttl_s"))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Hashable) -> ImageResult | None:
+        """The cached result for ``key`` (marking it used), or None."""
+        now = time.monotonic()
+        with self._lock:
+            self._expire(now)
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items[key] = (item[0], item[1], now)
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: Hashable, result: ImageResult) -> ImageResult:
+        """Store a thumbnail copy of ``result``; evict least recently used entries over the budget; return the copy."""
+        small = thumbnail_result(result)
+        size = result_nbytes(small)
+        now = time.monotonic()
+        budget = self.budget_bytes()
+        with self._lock:
+            self._expire(now)
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[1]
+            if size <= budget:
+                self._items[key] = (small, size, now)
+                self.nbytes += size
+            while self.nbytes > budget and self._items:
+                _, (_, dropped, _) = self._items.popitem(last=False)
+                self.nbytes -= dropped
+        return small
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - self.ttl_s()
+        for key in [k for k, (_, _, used) in self._items.items() if used < cutoff]:
+            self.nbytes -= self._items.pop(key)[1]
+
+
+PREDICTION_CACHE = PredictionCache()
+
+
+def predict_bytes_cached(
+    model,
+    data: bytes,
+    *,
+    model_key: str,
+    image_size: int,
+    detect: bool = True,
+    age_mae: float | None = None,
+    cache: PredictionCache | None = None,
+) -> ImageResult:
+    """``predict_image`` on encoded bytes through the process-wide cache (keyed by model version, bytes and options).
+
+    The result's ``image_rgb`` is a thumbnail (at most ``THUMBNAIL_SIDE`` pixels) with boxes scaled
+    to it; the decoded photo itself is dropped as soon as the prediction is made.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise PredictionError(f"data must be the encoded image bytes, got {type(data).__name__}")
+    cache = PREDICTION_CACHE if cache is None else cache
+    key = (str(model_key), hashlib.sha256(data).hexdigest(), bool(detect), int(image_size), age_mae)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    result = predict_image(model, bytes(data), image_size=image_size, detect=detect, age_mae=age_mae)
+    return cache.put(key, result)

@@ -7,12 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from .labels import GENDERS, MAX_AGE, RACES
 
-SPLIT_METHODS = ("tutorial", "stratified")
+SPLIT_METHODS = ("tutorial", "stratified", "select", "final")
 SPLIT_NAMES = ("train", "valid", "test")
+# (test fraction of the whole set, valid fraction of the rest) per method; train gets the rest.
+SPLIT_FRACTIONS: dict[str, tuple[float, float]] = {
+    "tutorial": (0.3, 0.3),
+    "stratified": (0.3, 0.3),
+    "select": (0.10, 0.05 / 0.90),
+    "final": (0.10, 0.05 / 0.90),
+}
+# Methods whose training also uses the validation rows (test rows are never trained on).
+TRAINS_ON_VALID: frozenset[str] = frozenset({"final"})
 
 
 def _codes(values: Iterable[int | str] | None, names: tuple[str, ...], what: str) -> list[int] | None:
@@ -59,21 +67,38 @@ def _strata(frame: pd.DataFrame) -> pd.Series:
     return key.where(counts >= 10, frame["gender"].astype(str))
 
 
-def split_frame(frame: pd.DataFrame, seed: int = 0, method: str = "tutorial") -> pd.Series:
-    """Split rows into train/valid/test: 70/30 into (train+valid)/test, then 70/30 into train/valid.
+def _split(index: np.ndarray, frame: pd.DataFrame, fraction: float, seed: int, stratify: bool):
+    # Imported here: scikit-learn costs the Explore page about 0.8 s of a cold start, and it only filters.
+    from sklearn.model_selection import train_test_split
 
-    ``tutorial`` shuffles at random as the tutorial does; ``stratified`` keeps the gender x race x
-    age-band mix equal across the three parts. The same frame and seed always give the same split.
+    strata = _strata(frame.loc[index]) if stratify else None
+    try:
+        return train_test_split(index, test_size=fraction, random_state=seed, stratify=strata)
+    except ValueError:
+        if strata is None:
+            raise
+        # A part too small to hold one row per stratum (tiny sets): a seeded random split instead.
+        return train_test_split(index, test_size=fraction, random_state=seed)
+
+
+def split_frame(frame: pd.DataFrame, seed: int = 0, method: str = "tutorial") -> pd.Series:
+    """Split rows into train/valid/test.
+
+    ``tutorial``: 70/30 into (train+valid)/test, then 70/30 into train/valid, at random as the tutorial does
+    (49/21/30). ``stratified``: the same proportions keeping the gender x race x age-band mix equal across the
+    parts. ``select`` and ``final``: the same stratified 85/5/10 partition (identical rows for a seed); ``select``
+    trains on train and picks settings on valid, ``final`` then trains on train + valid (see ``TRAINS_ON_VALID``).
+    Test rows are never trained on. The same frame, seed and method always give the same split.
     """
     if method not in SPLIT_METHODS:
         raise ValueError(f"unknown split method {method!r}; choose one of {', '.join(SPLIT_METHODS)}")
     if len(frame) < 10:
         raise ValueError(f"only {len(frame)} images: a split needs at least 10; widen the filters")
     index = np.asarray(frame.index)
-    strata = _strata(frame) if method == "stratified" else None
-    rest, test = train_test_split(index, test_size=0.3, random_state=seed, stratify=strata)
-    rest_strata = _strata(frame.loc[rest]) if method == "stratified" else None
-    train, valid = train_test_split(rest, test_size=0.3, random_state=seed, stratify=rest_strata)
+    stratify = method != "tutorial"
+    test_fraction, valid_of_rest = SPLIT_FRACTIONS[method]
+    rest, test = _split(index, frame, test_fraction, seed, stratify)
+    train, valid = _split(rest, frame, valid_of_rest, seed, stratify)
     split = pd.Series("train", index=frame.index, dtype=object, name="split")
     split.loc[valid] = "valid"
     split.loc[test] = "test"

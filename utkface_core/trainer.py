@@ -7,9 +7,10 @@ import platform
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -21,6 +22,7 @@ from utkface_core.callbacks import (
     BestCheckpoint,
     BudgetCosineSchedule,
     CsvHistory,
+    LiveControl,
     NanGuard,
     ProgressCallback,
     ScoreEarlyStopping,
@@ -28,10 +30,14 @@ from utkface_core.callbacks import (
     save_model_atomic,
 )
 from utkface_core.config import TrainConfig
-from utkface_core.inference import predict_arrays
+from utkface_core.labels import RACES
 from utkface_core.lossweights import LossWeights, MultiTaskModel
 from utkface_core.model import PRESET_SPECS, build_model
 from utkface_core.pipeline import make_dataset
+from utkface_core.prediction import predict_arrays
+from utkface_core.splits import TRAINS_ON_VALID
+from utkface_core.tensorboard_log import LOG_DIR as TENSORBOARD_DIR
+from utkface_core.tensorboard_log import TensorBoardLog
 
 FRAME_COLUMNS: tuple[str, ...] = ("path", "file", "age", "gender", "race")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -102,8 +108,14 @@ def _make_optimizer(preset: str, learning_rate: float) -> keras.optimizers.Optim
     return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=spec.weight_decay)
 
 
-def _test_metrics(net: keras.Model, images: np.ndarray, frame: pd.DataFrame, idx: np.ndarray,
-                  batch_size: int = 256) -> dict[str, Any]:
+def _race_prior(races: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    # Add-one counts: a class missing from a small training set still gets a finite log prior.
+    return np.bincount(np.asarray(races)[rows].astype(int), minlength=5) + 1.0
+
+
+def _test_metrics(
+    net: keras.Model, images: np.ndarray, frame: pd.DataFrame, idx: np.ndarray, batch_size: int = 256
+) -> dict[str, Any]:
     preds: dict[str, list] = {"age": [], "gender": [], "race": []}
     for start in range(0, len(idx), batch_size):
         rows = idx[start : start + batch_size]
@@ -114,12 +126,29 @@ def _test_metrics(net: keras.Model, images: np.ndarray, frame: pd.DataFrame, idx
     gender = np.concatenate(preds["gender"]).argmax(axis=1)
     race = np.concatenate(preds["race"]).argmax(axis=1)
     sub = frame.iloc[idx]
+    race_true = sub["race"].to_numpy()
+    # Per-class recall and macro-F1 show what accuracy hides: the rare "Others" class.
+    recall = {int(c): float(np.mean(race[race_true == c] == c)) for c in range(5) if (race_true == c).any()}
+    f1 = []
+    for c in range(5):
+        tp = float(np.sum((race == c) & (race_true == c)))
+        denom = float(np.sum(race == c) + np.sum(race_true == c))
+        if np.any(race_true == c):
+            f1.append(2.0 * tp / denom if denom else 0.0)
     return {
         "age_mae": float(np.mean(np.abs(age - sub["age"].to_numpy(dtype="float64")))),
         "gender_accuracy": float(np.mean(gender == sub["gender"].to_numpy())),
-        "race_accuracy": float(np.mean(race == sub["race"].to_numpy())),
+        "race_accuracy": float(np.mean(race == race_true)),
+        "race_macro_f1": float(np.mean(f1)),
         "n": int(len(idx)),
+        **{f"race_recall_{RACES[c].lower()}": v for c, v in recall.items()},
     }
+
+
+def _weights_summary(changes: list[dict]) -> str:
+    if not changes:
+        return "weights unchanged during the run"
+    return f"changed live {len(changes)} time{'s' if len(changes) != 1 else ''}"
 
 
 def train(
@@ -132,12 +161,18 @@ def train(
     report: Callable[[dict], None] | None = None,
     stop_event: threading.Event | None = None,
     loss_weights: LossWeights | None = None,
+    control: Callable[[], dict | None] | None = None,
+    extra_config: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train per ``config`` into ``run_dir`` and return the outcome; never raises once the run has started.
 
     Bad arguments raise before anything is written (ConfigError / TrainInputError). After that, a stop request
     gives state "stopped" (best model kept), a NaN loss or any exception gives "failed" with the message, and
     ``model.keras`` is only ever replaced atomically.
+
+    ``control()`` is polled before every batch for live loss-weight requests (see ``LiveControl``); each change
+    is reported as a ``weight_change`` event and logged in history.csv and metrics.json. ``extra_config`` is
+    merged into config.json (e.g. the owner of the run).
     """
     config.validate()
     labels = _check_inputs(config, images, frame, split)
@@ -149,6 +184,9 @@ def train(
     size = config.resolved_image_size()
     lr = config.resolved_learning_rate()
     idx = {name: np.flatnonzero(labels == name) for name in SPLITS}
+    # The "final" split trains on train + valid (settings were chosen on valid beforehand); test is never trained on.
+    trained_on = ("train", "valid") if config.split_method in TRAINS_ON_VALID else ("train",)
+    train_idx = np.concatenate([idx[name] for name in trained_on])
 
     saved_config = config.to_dict()
     saved_config.update(
@@ -159,6 +197,12 @@ def train(
         counts={name: int(len(i)) for name, i in idx.items()},
         versions={"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
     )
+    saved_config["split"] = {
+        "method": config.split_method,
+        "trained_on": list(trained_on),
+        "fractions": {name: round(len(i) / len(labels), 4) for name, i in idx.items()},
+    }
+    saved_config.update(extra_config or {})
     runs.write_json_atomic(run_dir / runs.CONFIG_FILE, saved_config)
     split_frame = frame[list(FRAME_COLUMNS)].copy()
     split_frame["split"] = labels
@@ -176,26 +220,61 @@ def train(
         spec = PRESET_SPECS[config.preset]
         with strategy.scope():
             net = build_model(config.preset, size, float(config.max_age), min_age=float(config.min_age))
-            model = MultiTaskModel(net, weights, age_loss=spec.age_loss, label_smoothing=spec.label_smoothing)
+            model = MultiTaskModel(
+                net,
+                weights,
+                age_loss=spec.age_loss,
+                label_smoothing=spec.label_smoothing,
+                race_prior=_race_prior(frame["race"].to_numpy(), train_idx),
+                race_tau=spec.race_tau,
+            )
             optimizer = _make_optimizer(config.preset, lr)
             if isinstance(optimizer, keras.optimizers.AdamW):
                 optimizer.exclude_from_weight_decay(var_list=[model.log_vars])
             model.compile(optimizer=optimizer)
 
         columns = {c: frame[c].to_numpy() for c in ("age", "gender", "race")}
-        train_ds = make_dataset(images, idx["train"], columns["age"], columns["gender"], columns["race"],
-                                config.batch_size, training=True, seed=config.seed, augment=config.augment)
-        valid_ds = make_dataset(images, idx["valid"], columns["age"], columns["gender"], columns["race"],
-                                max(config.batch_size, 128), training=False)
-        steps = math.ceil(len(idx["train"]) / config.batch_size)
+        feed = None if spec.in_memory else False  # None: in memory when the rows fit (pipeline.IN_MEMORY_LIMIT_BYTES)
+        train_ds = make_dataset(
+            images,
+            train_idx,
+            columns["age"],
+            columns["gender"],
+            columns["race"],
+            config.batch_size,
+            training=True,
+            seed=config.seed,
+            augment=config.augment,
+            in_memory=feed,
+        )
+        valid_ds = make_dataset(
+            images,
+            idx["valid"],
+            columns["age"],
+            columns["gender"],
+            columns["race"],
+            max(config.batch_size, 128),
+            training=False,
+            in_memory=feed,
+        )
+        steps = math.ceil(len(train_idx) / config.batch_size)
 
-        progress = ProgressCallback(emit, stop_event, config.epochs, steps, config.batch_size,
-                                    time_budget_s=config.time_budget_s, weights_fn=weights.get)
+        progress = ProgressCallback(
+            emit,
+            stop_event,
+            config.epochs,
+            steps,
+            config.batch_size,
+            time_budget_s=config.time_budget_s,
+            weights_fn=weights.get,
+        )
         nan_guard = NanGuard()
         checkpoint = BestCheckpoint(
             model_path, skip=lambda: progress.stopped_by_request or nan_guard.message is not None
         )
-        callbacks: list[keras.callbacks.Callback] = [nan_guard]
+        live = LiveControl(control, weights, emit) if control is not None else None
+        # Weight requests go first: the batch that follows trains with them.
+        callbacks: list[keras.callbacks.Callback] = ([live] if live is not None else []) + [nan_guard]
         budget = None
         if config.time_budget_s:
             budget = TimeBudget(config.time_budget_s)
@@ -206,11 +285,19 @@ def train(
         if config.early_stopping_patience:
             early = ScoreEarlyStopping(config.early_stopping_patience)
             callbacks.append(early)
-        callbacks += [checkpoint, CsvHistory(history_path, weights_fn=weights.get), progress]
+        callbacks += [
+            checkpoint,
+            CsvHistory(
+                history_path, weights_fn=weights.get, changes_fn=live.epoch_changes if live is not None else None
+            ),
+            TensorBoardLog(run_dir / TENSORBOARD_DIR, weights_fn=weights.get),
+            progress,
+        ]
 
         runs.write_status(run_dir, "running", "training")
-        model.fit(train_ds, validation_data=valid_ds, epochs=config.epochs, callbacks=callbacks,
-                  shuffle=False, verbose=0)
+        model.fit(
+            train_ds, validation_data=valid_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False, verbose=0
+        )
 
         if nan_guard.message:
             state, message = "failed", nan_guard.message
@@ -226,19 +313,29 @@ def train(
             if checkpoint.best is None:
                 # Stopped before the first validation: keep what there is rather than nothing.
                 save_model_atomic(net, model_path)
+            elif "valid" in trained_on and not progress.stopped_by_request:
+                # Validation rows were trained on: the model is the end of the schedule, not an epoch picked on them.
+                save_model_atomic(net, model_path)
             note = f"evaluating the best model on {len(idx['test'])} test images"
-            runs.write_status(run_dir, "running", note)
-            emit({"kind": "status", "state": "running", "message": note})
+            runs.write_status(run_dir, "running", note, phase="testing")
+            emit({"kind": "status", "state": "running", "message": note, "phase": "testing"})
             best = keras.saving.load_model(model_path, compile=False)
             metrics = _test_metrics(best, images, frame, idx["test"])
             metrics.update(
-                {f"val_{k}": checkpoint.best_logs.get(f"val_{k}") for k in ("age_mae", "gender_accuracy",
-                                                                              "race_accuracy")},
+                {
+                    f"val_{k}": checkpoint.best_logs.get(f"val_{k}")
+                    for k in ("age_mae", "gender_accuracy", "race_accuracy")
+                },
                 best_epoch=None if checkpoint.best_epoch is None else checkpoint.best_epoch + 1,
                 epochs_run=len(model.history.epoch) if model.history is not None else 0,
                 wall_time_s=round(time.monotonic() - started, 2),
                 train_images_per_s=round(progress.images_per_s, 1),
                 state=state,
+                loss_weights_start=saved_config["loss_weights"],
+                loss_weights_final=weights.get(),
+                loss_weights_auto_final=weights.auto,
+                weight_changes=len(live.changes) if live is not None else 0,
+                weights_summary=_weights_summary(live.changes if live is not None else []),
             )
             runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
     except Exception as exc:  # noqa: BLE001 - any failure must end as a "failed" run, not a lost thread

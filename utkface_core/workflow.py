@@ -1,4 +1,4 @@
-"""From a data source to a training run: index, filter, decode once, split, train. Shared by the CLI, the pages and benchmarks."""
+"""From a data source to a training run: index, filter, decode once, split, train. Shared by CLI, pages, benchmarks."""
 
 from __future__ import annotations
 
@@ -106,7 +106,8 @@ def prepare_training_data(
     rows = rows[ok]
     if len(frame) < 10:
         raise ValueError(
-            f"only {len(frame)} usable images with ages {min_age}-{max_age} in {root}: widen the age range or pick another data set"
+            f"only {len(frame)} usable images with ages {min_age}-{max_age} in {root}: "
+            "widen the age range or pick another data set"
         )
     split = split_frame(frame, seed=seed, method=split_method)
     return TrainingData(root, index, frame, RowView(cache.images, rows), split, excluded, index.fingerprint())
@@ -120,8 +121,13 @@ def run_training(
     report: Report | None = None,
     stop_event: threading.Event | None = None,
     loss_weights: Any = None,
+    control: Callable[[], dict | None] | None = None,
+    extra_config: dict | None = None,
 ) -> Any:
-    """Prepare the data for ``config`` and train into ``run_dir`` (a new run folder when None); return the TrainResult."""
+    """Prepare the data for ``config`` and train into ``run_dir`` (a new run folder when None); return the TrainResult.
+
+    ``control`` and ``extra_config`` are passed to ``trainer.train`` (live weight requests; extra config fields).
+    """
     from . import runs
     from .trainer import train
 
@@ -154,66 +160,46 @@ def run_training(
         report=report,
         stop_event=stop_event,
         loss_weights=loss_weights,
+        control=control,
+        extra_config=extra_config,
     )
 
 
-def start_training_job(config: Any, data: str | Path, *, label: str | None = None, registry: Any = None) -> Any:
-    """Queue a training job in the background job registry; returns the Job.
+def start_training_job(
+    config: Any, data: str | Path, *, owner: str | None, label: str | None = None, spawn: bool = True
+) -> Any:
+    """Start a training in its own worker process; return its ``jobs.JobInfo`` (the run folder is ``job.dir``).
 
-    ``job.extra`` holds ``weights`` (the live LossWeights: ``set`` them while it runs), ``run_dir`` and
-    ``config``; epoch events (``job.events``) carry the per-head logs for live curves.
+    The run folder appears at once with a valid config.json (the starting weights, the owner) and a
+    "preparing" status. One active training per owner: a second request while the first is active returns
+    the first. Trainings of all owners queue for one slot. ``config`` is first clamped to the server's limits
+    (``limits.clamp_train_config``: in public mode every run gets a time budget).
     """
-    import time
-
-    from . import runs
-    from .jobs import registry as default_registry
-    from .lossweights import LossWeights
+    from .jobs import submit_job
+    from .limits import clamp_train_config
 
     config.validate()
-    weights = LossWeights(config.loss_weights)
-    run_dir = runs.create_run_dir()
-    registry = registry or default_registry()
-
-    def work(job: Any) -> Any:
-        started = time.monotonic()
-
-        def report(event: dict) -> None:
-            kind = event.get("kind")
-            if kind == "decode":
-                job.report(0.0, f"decoding images {event['done']:,}/{event['total']:,} (once; cached for later runs)")
-            elif kind == "batch":
-                steps = max(1, event["steps"])
-                done = (event["epoch"] * steps + event["batch"] + 1) / (config.epochs * steps)
-                if config.time_budget_s:
-                    done = max(done, (time.monotonic() - started) / config.time_budget_s)
-                eta = event.get("eta_s")
-                eta_text = f" · ETA {eta:,.0f} s" if eta is not None else ""
-                job.report(
-                    done,
-                    f"epoch {event['epoch'] + 1}/{config.epochs} · batch {event['batch'] + 1}/{steps}"
-                    f" · {event['images_per_s']:,.0f} images/s{eta_text}",
-                )
-            elif kind == "epoch":
-                job.report(event=event)
-            elif kind == "status" and event.get("message"):
-                job.report(message=event["message"])
-
-        result = run_training(config, data, run_dir, report=report, stop_event=job.stop_event, loss_weights=weights)
-        if result.state == "failed":
-            raise RuntimeError(result.message)
-        job.report(message=result.message)
-        return result
-
-    return registry.submit(
+    config, _ = clamp_train_config(config)  # the server's limits hold for every caller, not only the page's
+    args = {"config": config.to_dict(), "data": str(data)}
+    saved = {
+        **config.to_dict(),
+        "image_size": config.resolved_image_size(),
+        "owner": owner,
+        "data": {"source": str(data), "fingerprint": ""},
+    }
+    # Every visitor sees the label (the queue): it never names a folder.
+    return submit_job(
         "train",
-        label or f"Training {config.preset} on {data}",
-        work,
-        extra={"weights": weights, "run_dir": run_dir, "config": config},
+        args,
+        owner,
+        label=label or f"Training ({config.preset} preset)",
+        files={"config.json": saved},
+        spawn=spawn,
     )
 
 
 def start_decode_job(index: DatasetIndex, size: int, *, registry: Any = None) -> Any:
-    """Decode every kept image of ``index`` into the on-disk cache in the background; the job's result is the ImageCache.
+    """Decode every kept image of ``index`` into the on-disk cache in the background; the job's result is its cache.
 
     The same cache serves training at that image size, so this work is done once.
     """
@@ -229,4 +215,6 @@ def start_decode_job(index: DatasetIndex, size: int, *, registry: Any = None) ->
 
         return build_image_cache(paths, size, progress=progress, stop=job.stop_event)
 
-    return registry.submit("decode", f"Checking {len(paths):,} images", work, key=f"decode:{index.root}:{size}:{len(paths)}")
+    return registry.submit(
+        "decode", f"Checking {len(paths):,} images", work, key=f"decode:{index.root}:{size}:{len(paths)}"
+    )

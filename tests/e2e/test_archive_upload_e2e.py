@@ -44,4 +44,6 @@ def test_non_archive_upload_gets_a_clear_message(page, app_url, tmp_path):
     fake = tmp_path / "fake.zip"
     fake.write_bytes(b"this is not a zip file")
     choose_upload(page, app_url).set_input_files(str(fake))
-    expect(page.get_by_test_id("stSidebar").get_by_text("is not a .zip, .tar or .tar.gz archive")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("stSidebar").get_by_text("is not a .zip, .tar or .tar.gz archive")).to_be_visible(
+        timeout=60_000
+    )

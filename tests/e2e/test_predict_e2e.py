@@ -50,7 +50,10 @@ def test_cropped_demo_face_gets_a_box_and_predictions(page, app_url, e2e_run, tm
     expect(page.get_by_text("Grad-CAM (age)")).to_be_visible()
     overlay = page.get_by_test_id("stExpander").get_by_role("img")
     expect(overlay).to_have_count(2)
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stExpander] img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=stExpander] img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
     page.screenshot(path="/tmp/predict_e2e.png", full_page=True)
 
 
