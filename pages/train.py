@@ -56,14 +56,14 @@ with sweep_tab:
 with train_tab:
 
     def shown_job() -> jobs.JobInfo | None:
-        """The training this visitor watches: their own active one, else the one running, else their latest."""
+        """The training this visitor watches: their own active one, else the one running, else the latest one."""
         mine = jobs.latest_job("train", owner=owner)
         if mine is not None and mine.active:
             return mine
         queue = jobs.queue_of("train")
         if queue:
             return queue[0]
-        return mine
+        return mine if mine is not None else jobs.latest_job("train")
 
     job = shown_job()
     my_active = job is not None and job.active and job.owner == owner

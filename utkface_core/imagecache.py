@@ -11,6 +11,7 @@ import re
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -92,7 +93,10 @@ def decode_image(
     max_pixels = int(limits.get("max_image_pixels"))
     label, fp = _open_source(source)
     try:
-        img = Image.open(fp, formats=FORMATS)
+        with warnings.catch_warnings():
+            # Pillow only warns between its two limits; our own pixel cap below refuses such images with a reason.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp, formats=FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image too large to decode safely ({exc})", label) from exc
     except UnidentifiedImageError as exc:
