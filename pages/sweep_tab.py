@@ -89,6 +89,7 @@ def _use_weights(trial: dict) -> None:
         for head, value in trained.items():
             st.session_state[f"train_w_{head}"] = min(5.0, max(0.0, round(value, 1)))
     st.session_state["train_tab"] = "Train"
+    st.rerun()  # the buttons sit in a fragment: only a full run moves the tab and the Train tab's sliders
 
 
 def clicked_trial(frame: pd.DataFrame, event: Any) -> str | None:

@@ -7,9 +7,9 @@ from streamlit.testing.v1 import AppTest
 
 from tests.waits import wait_until
 from utkface_core import jobs, runs
+from utkface_core.labels import HEADS
 
 APP = "../streamlit_app.py"
-HEADS = ("age", "gender", "race")
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-HEADS: tuple[str, ...] = ("age", "gender", "race")
+from utkface_core.labels import HEADS
 
 
 def _floats(logs: dict | None) -> dict[str, float]:

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .labels import GENDERS, RACES
+from .labels import GENDERS, HEADS, RACES
 
 ORDERS = {"gender_name": list(GENDERS), "race_name": list(RACES)}
 LABELS = {"age": "Age (years)", "gender_name": "Gender", "race_name": "Race", "count": "Images"}
@@ -156,11 +156,11 @@ def weights_timeline(history: pd.DataFrame, changes: list[dict] | None = None) -
     rows = []
     for change in changes or []:
         x = change_position(change)
-        rows.append({"x": x, **{h: (change.get("old") or {}).get(h) for h in ("age", "gender", "race")}})
-        rows.append({"x": x, **{h: (change.get("new") or {}).get(h) for h in ("age", "gender", "race")}})
+        rows.append({"x": x, **{h: (change.get("old") or {}).get(h) for h in HEADS}})
+        rows.append({"x": x, **{h: (change.get("new") or {}).get(h) for h in HEADS}})
     if not history.empty and "epoch" in history:
         for _, row in history.iterrows():
-            rows.append({"x": float(row["epoch"]), **{h: row.get(f"w_{h}") for h in ("age", "gender", "race")}})
+            rows.append({"x": float(row["epoch"]), **{h: row.get(f"w_{h}") for h in HEADS}})
     frame = pd.DataFrame(rows, columns=["x", "age", "gender", "race"])
     return frame.sort_values("x", kind="stable").reset_index(drop=True)
 
@@ -169,7 +169,7 @@ def weights_curve(history: pd.DataFrame, changes: list[dict] | None = None) -> g
     """The loss weights in force over the run (steps at live changes; learned ones move in auto mode)."""
     fig = go.Figure()
     timeline = weights_timeline(history, changes)
-    for head in ("age", "gender", "race"):
+    for head in HEADS:
         if timeline[head].notna().any():
             fig.add_scatter(x=timeline["x"], y=timeline[head], name=head, mode="lines+markers", line_shape="hv")
     add_change_markers(fig, changes)

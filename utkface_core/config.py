@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from utkface_core.labels import HEADS
+
 # "fast": the default recipe; "fast-v1": the earlier fast recipe, kept for comparison; "tutorial": the tutorial's.
 PRESETS: tuple[str, ...] = ("fast", "fast-v1", "tutorial")
 PRESET_IMAGE_SIZE: dict[str, int] = {"fast": 48, "fast-v1": 48, "tutorial": 198}
@@ -14,7 +16,6 @@ PRESET_BATCH_SIZE: dict[str, int] = {"fast": 128, "fast-v1": 64, "tutorial": 64}
 # Peak rates at the preset's batch size; another batch size scales them (see ``resolved_learning_rate``).
 # fast: fast-v1's 3e-3 at 64 scaled to 128 (measured in benchmarks/README.md).
 PRESET_LEARNING_RATE: dict[str, float] = {"fast": 4.2e-3, "fast-v1": 3e-3, "tutorial": 1e-3}
-HEADS: tuple[str, ...] = ("age", "gender", "race")
 # tutorial: the tutorial's 49/21/30 random split; stratified: the same sizes, stratified; select: stratified
 # 85/5/10, train on train, choose settings on valid; final: the same partition, trained on train + valid.
 SPLIT_METHODS: tuple[str, ...] = ("tutorial", "stratified", "select", "final")

@@ -27,7 +27,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from utkface_core.labels import DEFAULT_AGE_RANGE, GENDERS, RACES
+from utkface_core.labels import DEFAULT_AGE_RANGE, GENDERS, HEADS, RACES
 
 DEFAULT_AGE_BINS: tuple[float, ...] = (10, 20, 30, 40, 50, 65)
 DEFAULT_MIN_GROUP_N = 20
@@ -74,7 +74,7 @@ class Predictions:
     @classmethod
     def from_output(cls, output: Mapping[str, Any]) -> Predictions:
         """Build from the dict returned by ``prediction.predict_arrays`` (keys age, gender, race)."""
-        missing = [k for k in ("age", "gender", "race") if k not in output]
+        missing = [k for k in HEADS if k not in output]
         if missing:
             raise EvaluationError(
                 f"model output lacks {missing}; a run's model must return a dict with keys age, gender and race"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .prediction import OUTPUTS
+from .labels import HEADS
 
 FORMATS: tuple[str, ...] = ("keras", "onnx", "tflite")
 SUFFIXES: dict[str, str] = {"keras": ".keras", "onnx": ".onnx", "tflite": ".tflite"}
@@ -51,7 +51,7 @@ class ExportResult:
 
     def parity_text(self) -> str:
         """Return e.g. ``age 3.8e-06, gender 6e-08, race 1.5e-08`` (max abs difference from Keras per head)."""
-        return ", ".join(f"{head} {self.max_abs_diff[head]:.2g}" for head in OUTPUTS)
+        return ", ".join(f"{head} {self.max_abs_diff[head]:.2g}" for head in HEADS)
 
 
 def _check_model_file(model_path: str | Path) -> Path:
@@ -107,8 +107,8 @@ def to_onnx(model) -> bytes:
         except Exception as exc:  # noqa: BLE001 - the converter raises many types
             raise ExportError(f"ONNX conversion failed ({type(exc).__name__}: {exc})") from exc
     names = [out.name for out in proto.graph.output]
-    if sorted(names) != sorted(OUTPUTS):
-        raise ExportError(f"the ONNX graph has outputs {names}, expected {list(OUTPUTS)}")
+    if sorted(names) != sorted(HEADS):
+        raise ExportError(f"the ONNX graph has outputs {names}, expected {list(HEADS)}")
     return proto.SerializeToString()
 
 
@@ -140,13 +140,13 @@ def run_tflite(tflite_model: bytes, images: np.ndarray) -> dict[str, np.ndarray]
     runner = interpreter.get_signature_runner()
     input_name = next(iter(runner.get_input_details()))
     batch = np.asarray(images, dtype=np.float32)
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in OUTPUTS}
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in HEADS}
     # The converted signature has batch 1; feeding one image at a time avoids resizing tensors.
     for image in batch:
         out = runner(**{input_name: image[None]})
-        for key in OUTPUTS:
+        for key in HEADS:
             parts[key].append(np.asarray(out[key]))
-    return {key: np.concatenate(parts[key], axis=0) for key in OUTPUTS}
+    return {key: np.concatenate(parts[key], axis=0) for key in HEADS}
 
 
 def to_tflite(model) -> bytes:
@@ -173,7 +173,7 @@ def _run_keras_file(data: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
         path.write_bytes(data)
         model = load_model(path)
     out = model(images, training=False)
-    return {key: np.asarray(out[key]) for key in OUTPUTS}
+    return {key: np.asarray(out[key]) for key in HEADS}
 
 
 def parity(model, data: bytes, fmt: str) -> dict[str, float]:
@@ -185,7 +185,7 @@ def parity(model, data: bytes, fmt: str) -> dict[str, float]:
     runner = {"keras": _run_keras_file, "onnx": run_onnx, "tflite": run_tflite}[fmt]
     got = runner(data, images)
     diffs = {}
-    for key in OUTPUTS:
+    for key in HEADS:
         value = np.asarray(got[key], dtype=np.float64)
         diffs[key] = float(np.max(np.abs(np.asarray(expected[key], dtype=np.float64).reshape(value.shape) - value)))
     return diffs
@@ -209,7 +209,7 @@ def export_model(model_path: str | Path, fmt: str) -> ExportResult:
         raise ExportError(str(exc)) from None
     data = path.read_bytes() if fmt == "keras" else (to_onnx(model) if fmt == "onnx" else to_tflite(model))
     diffs = parity(model, data, fmt)
-    for key in OUTPUTS:
+    for key in HEADS:
         if not diffs[key] <= TOLERANCE[key]:
             raise ExportError(
                 f"the {fmt} model's {key} output differs from Keras by {diffs[key]:.4g} (allowed {TOLERANCE[key]}); "

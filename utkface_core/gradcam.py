@@ -8,7 +8,7 @@ import weakref
 import numpy as np
 from PIL import Image
 
-HEADS: tuple[str, ...] = ("age", "gender", "race")
+from utkface_core.labels import HEADS
 
 
 class GradCamError(ValueError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# The model's three heads, in this order everywhere (outputs, loss weights, logs, charts).
+HEADS: tuple[str, ...] = ("age", "gender", "race")
 GENDERS: tuple[str, ...] = ("male", "female")
 RACES: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")
 MIN_AGE = 0

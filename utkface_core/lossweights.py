@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-HEADS: tuple[str, ...] = ("age", "gender", "race")
+from utkface_core.labels import HEADS
+
 DEFAULT_WEIGHTS: dict[str, float] = {"age": 2.0, "gender": 1.0, "race": 1.5}
 
 

@@ -9,7 +9,6 @@ from keras import layers
 
 from utkface_core.config import PRESET_IMAGE_SIZE, PRESET_LEARNING_RATE, PRESETS
 
-OUTPUT_NAMES: tuple[str, ...] = ("age", "gender", "race")
 N_GENDERS = 2
 N_RACES = 5
 

@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from . import detection
-from .labels import GENDERS, IMAGE_SUFFIXES, MAX_AGE, RACES
+from .labels import GENDERS, HEADS, IMAGE_SUFFIXES, MAX_AGE, RACES
 
 NO_FACE_MESSAGE = (
     "No face found: try a photo where the face is larger and frontal, "
@@ -84,7 +84,6 @@ class ImageResult:
 
 # --- models and engines --------------------------------------------------------------------------
 
-OUTPUTS: tuple[str, ...] = ("age", "gender", "race")
 # "keras" runs the .keras file as a traced tf.function; "onnx" converts it (checked against Keras) for ONNX Runtime.
 ENGINES: tuple[str, ...] = ("keras", "onnx")
 
@@ -116,10 +115,10 @@ class OnnxModel:
             raise ModelLoadError(f"the ONNX model cannot be loaded ({type(exc).__name__}: {exc})") from exc
         inputs = self.session.get_inputs()
         names = [out.name for out in self.session.get_outputs()]
-        if len(inputs) != 1 or not set(OUTPUTS) <= set(names):
+        if len(inputs) != 1 or not set(HEADS) <= set(names):
             raise ModelLoadError(
                 f"ONNX model has inputs {[i.name for i in inputs]} and outputs {names}; "
-                f"expected one image input and outputs {list(OUTPUTS)}"
+                f"expected one image input and outputs {list(HEADS)}"
             )
         self.input_name = inputs[0].name
         shape = inputs[0].shape
@@ -128,8 +127,8 @@ class OnnxModel:
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Run the session on float32 images (N, S, S, 3) 0..255; return the three outputs as arrays."""
-        values = self.session.run(list(OUTPUTS), {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})
-        return dict(zip(OUTPUTS, values, strict=True))
+        values = self.session.run(list(HEADS), {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})
+        return dict(zip(HEADS, values, strict=True))
 
 
 def load_model(path: str | Path):
@@ -144,8 +143,8 @@ def load_model(path: str | Path):
     except Exception as exc:  # noqa: BLE001 - keras raises many types for a damaged archive
         raise ModelLoadError(f"model file {path} could not be loaded ({type(exc).__name__}: {exc})") from exc
     names = set(model.output_names) if hasattr(model, "output_names") else set()
-    if not set(OUTPUTS) <= names:
-        raise ModelLoadError(f"model {path} has outputs {sorted(names)}, expected {list(OUTPUTS)}")
+    if not set(HEADS) <= names:
+        raise ModelLoadError(f"model {path} has outputs {sorted(names)}, expected {list(HEADS)}")
     return model
 
 
@@ -226,15 +225,15 @@ def predict_arrays(model, images_uint8: np.ndarray, batch_size: int = 256) -> di
             "gender": np.zeros((0, 2), np.float32),
             "race": np.zeros((0, 5), np.float32),
         }
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in OUTPUTS}
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in HEADS}
     for start in range(0, images.shape[0], batch_size):
         batch = images[start : start + batch_size]
         if batch.shape[1:3] != (size, size):
             batch = np.stack([_resize(image, size) for image in batch])
         out = run_model(model, batch, size)
-        for key in OUTPUTS:
+        for key in HEADS:
             parts[key].append(out[key])
-    return {key: np.concatenate(parts[key], axis=0) for key in OUTPUTS}
+    return {key: np.concatenate(parts[key], axis=0) for key in HEADS}
 
 
 @functools.lru_cache(maxsize=4)

@@ -12,9 +12,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from utkface_core.labels import HEADS
+
 # The run folder's subfolder for event files (``<run>/tensorboard/train`` and ``<run>/tensorboard/validation``).
 LOG_DIR = "tensorboard"
-HEADS: tuple[str, ...] = ("age", "gender", "race")
 
 
 def scalar_tag(key: str) -> str | None:

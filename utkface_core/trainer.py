@@ -30,7 +30,7 @@ from utkface_core.callbacks import (
     save_model_atomic,
 )
 from utkface_core.config import TrainConfig
-from utkface_core.labels import RACES
+from utkface_core.labels import HEADS, RACES
 from utkface_core.lossweights import LossWeights, MultiTaskModel
 from utkface_core.model import PRESET_SPECS, build_model
 from utkface_core.pipeline import make_dataset
@@ -233,7 +233,7 @@ def train(
                 optimizer.exclude_from_weight_decay(var_list=[model.log_vars])
             model.compile(optimizer=optimizer)
 
-        columns = {c: frame[c].to_numpy() for c in ("age", "gender", "race")}
+        columns = {c: frame[c].to_numpy() for c in HEADS}
         feed = None if spec.in_memory else False  # None: in memory when the rows fit (pipeline.IN_MEMORY_LIMIT_BYTES)
         train_ds = make_dataset(
             images,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .access import display_path
 from .dataset import DatasetIndex, index_folder
 from .splits import filter_frame, split_frame
 
@@ -106,7 +107,7 @@ def prepare_training_data(
     rows = rows[ok]
     if len(frame) < 10:
         raise ValueError(
-            f"only {len(frame)} usable images with ages {min_age}-{max_age} in {root}: "
+            f"only {len(frame)} usable images with ages {min_age}-{max_age} in {display_path(root)}: "
             "widen the age range or pick another data set"
         )
     split = split_frame(frame, seed=seed, method=split_method)

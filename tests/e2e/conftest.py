@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -33,6 +34,23 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+
+
+def steer(page, thumb, target: float, attempts: int = 200) -> None:
+    """Move a slider thumb to ``target`` with the keyboard, reading the value back after each press.
+
+    A key press sent while the app reruns can be lost, so presses are checked and repeated, never counted.
+    """
+    for _ in range(attempts):
+        text = thumb.get_attribute("aria-valuetext")
+        value = float(text)
+        if abs(value - target) < 1e-6:
+            return
+        thumb.focus()
+        page.keyboard.press("ArrowRight" if value < target else "ArrowLeft")
+        with contextlib.suppress(AssertionError):
+            expect(thumb).not_to_have_attribute("aria-valuetext", text, timeout=5_000)
+    raise AssertionError(f"the slider did not reach {target} in {attempts} key presses")
 
 
 def wait_for_app_run(page, timeout: float = 120_000) -> None:

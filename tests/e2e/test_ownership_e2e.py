@@ -13,8 +13,8 @@ from playwright.sync_api import expect
 from tests.e2e.conftest import wait_for_app_run
 from tests.waits import wait_until
 from utkface_core import runs
+from utkface_core.labels import HEADS
 
-HEADS = ("age", "gender", "race")
 # A small run with a long time budget (no early stopping): the test stops it. Bound widgets read the URL.
 URL_SETTINGS = "train_budget=30&train_size_fast=32"
 LIVE = re.compile(r"(training|validating) · \d+:\d\d / 30:00 of the time budget")

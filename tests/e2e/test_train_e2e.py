@@ -9,10 +9,11 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from tests.e2e.conftest import steer as move_slider
 from tests.e2e.conftest import wait_for_app_run
 from utkface_core import runs
+from utkface_core.labels import HEADS
 
-HEADS = ("age", "gender", "race")
 # A small run with a long time budget (no early stopping): the test stops it. Bound widgets read the URL.
 URL_SETTINGS = "train_budget=30&train_size_fast=32"
 TRAINING = re.compile(r"training · \d+:\d\d / 30:00 of the time budget")
@@ -28,15 +29,9 @@ def slider_value(page, head: str) -> float:
 
 
 def steer(page, head: str, target: float) -> None:
-    """Move a slider to ``target`` with the keyboard, reading it back (a key press during a rerun can be lost)."""
-    for _ in range(60):
-        value = slider_value(page, head)
-        if abs(value - target) < 1e-6:
-            return
-        thumb(page, head).focus()
-        page.keyboard.press("ArrowLeft" if value > target else "ArrowRight")
-        page.wait_for_timeout(300)
-    expect(thumb(page, head)).to_have_attribute("aria-valuetext", f"{target:.2f}", timeout=30_000)
+    """Move a weight slider to ``target`` (key presses are read back: one sent during a rerun can be lost)."""
+    move_slider(page, thumb(page, head), target)
+    expect(thumb(page, head)).to_have_attribute("aria-valuetext", f"{target:.2f}")
 
 
 def in_force_caption(page):
