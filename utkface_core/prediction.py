@@ -176,7 +176,13 @@ def _predict_fn(model, image_size: int) -> Callable:
             spec = [tf.TensorSpec([None, image_size, image_size, 3], tf.float32)]
             # A weak reference: a closure over the model would keep it (its WeakKeyDictionary key) alive forever.
             ref = weakref.ref(model)
-            fn = tf.function(lambda x: ref()(x, training=False), input_signature=spec)
+
+            # Plain Keras calls need no AutoGraph conversion (and it cannot parse a lambda's source: it warns).
+            @tf.autograph.experimental.do_not_convert
+            def forward(x):
+                return ref()(x, training=False)
+
+            fn = tf.function(forward, input_signature=spec)
             fns[image_size] = fn
     return fn
 
