@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
+
+from tests.waits import wait_until
 
 # Upper bounds, not timings: the slowest machines (2 AVX2 cores shared with TensorFlow, or one core) need them.
 expect.set_options(timeout=120_000)
@@ -64,57 +67,89 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def streamlit_command(port: int) -> list[str]:
+    """``streamlit run`` of the app, headless, on localhost:``port`` (the way Streamlit's own e2e tests start it)."""
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "streamlit_app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
+
+
+def start_server(
+    env: dict, log: Path, *, command: list[str] | None = None, port: int | None = None
+) -> tuple[subprocess.Popen, str]:
+    """Start the app (or ``command`` serving it on ``port``) in its own process group; wait for /_stcore/health."""
+    port = port or _free_port()
+    with open(log, "a") as handle:
+        proc = subprocess.Popen(
+            command or streamlit_command(port),
+            cwd=REPO,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app server exited early; see {log}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, "the app server to answer /_stcore/health", timeout=180, interval=0.5)
+    except BaseException:
+        stop_server(proc)
+        raise
+    return proc, url
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server started by ``start_server``, with everything its process group started (e.g. make's child)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def streamlit_server(env: dict, log: Path, **kwargs) -> Iterator[str]:
+    """The app served for the duration of a ``with`` block; yields its URL."""
+    proc, url = start_server(env, log, **kwargs)
+    try:
+        yield url
+    finally:
+        stop_server(proc)
+
+
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     """Start the app headless on a free port and wait for /_stcore/health."""
-    port = _free_port()
     data = tmp_path_factory.mktemp("e2e-app")
     env = {**os.environ, "UTKFACE_APP_DIR": str(data / "app"), "UTKFACE_RUNS_DIR": str(data / "runs")}
-    log = open(data / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "streamlit_app.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited early; see {data / 'streamlit.log'}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("streamlit did not become healthy within 120 s")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with streamlit_server(env, data / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import REPO, steer, wait_for_app_run
+from tests.e2e.conftest import steer, streamlit_server, wait_for_app_run
 from utkface_core.demo import demo_index
 from utkface_core.splits import filter_frame
 
@@ -117,56 +111,10 @@ def test_a_link_to_a_run_that_no_longer_exists_says_so(page, app_url, runs_root)
 # --- cold servers: each test starts its own, with an empty app folder --------------------------------------
 
 
-@contextlib.contextmanager
 def cold_server(tmp_path: Path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    """A new server with an empty app folder (nothing drawn, indexed or decoded yet)."""
     env = {**os.environ, "UTKFACE_APP_DIR": str(tmp_path / "app"), "UTKFACE_RUNS_DIR": str(tmp_path / "runs")}
-    log = open(tmp_path / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "streamlit_app.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "streamlit.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                if time.time() > deadline:
-                    pytest.fail("streamlit did not become healthy within 120 s")
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    return streamlit_server(env, tmp_path / "streamlit.log")
 
 
 def menu_seen(page) -> set[str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 import urllib.request
 
@@ -12,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import write_jpeg
-from tests.e2e.conftest import REPO, _free_port, wait_for_app_run
+from tests.e2e.conftest import _free_port, streamlit_server, wait_for_app_run
 
 
 @pytest.fixture(scope="module")
@@ -33,38 +31,10 @@ def public_app(tmp_path_factory):
         "UTKFACE_ADMIN_PASSWORD": "e2e operator password",
     }
     env.pop("UTKFACE_MODE", None)  # the target itself must set public mode
-    log = open(work / "serve-public.log", "w")
     # -o: never reinstall the virtual environment from inside a test, even if requirements changed.
-    proc = subprocess.Popen(
-        ["make", "-o", ".venv/.installed", "serve-public", f"PORT={port}", "ADDRESS=127.0.0.1"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"make serve-public exited early; see {work / 'serve-public.log'}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.time() > deadline:
-                    raise RuntimeError("make serve-public did not become healthy within 180 s") from None
-                time.sleep(0.5)
+    command = ["make", "-o", ".venv/.installed", "serve-public", f"PORT={port}", "ADDRESS=127.0.0.1"]
+    with streamlit_server(env, work / "serve-public.log", command=command, port=port) as url:
         yield url, data, work / "app"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_public_sidebar_offers_no_folder_field_and_names_roots_by_name(page, public_app):

@@ -6,57 +6,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
-import urllib.request
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import REPO, _free_port
+from tests.e2e.conftest import REPO, start_server, stop_server
 from tests.waits import wait_until
-
-
-def start_server(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    handle = open(log, "a")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "streamlit_app.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited early; see {log}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, "the streamlit server to answer", timeout=180, interval=0.5)
-    return proc, url
 
 
 @pytest.fixture
@@ -113,5 +68,4 @@ def test_the_page_reattaches_to_a_live_worker_after_the_server_is_killed(page, f
         wait_until(lambda: not jobs.load_job(job.dir).active, "the worker to stop", timeout=300)
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=30)
+                stop_server(proc)
