@@ -60,7 +60,7 @@ def test_a_three_trial_sweep_shows_its_points_and_a_clicked_point_opens_on_evalu
     # The trials land one by one; wait for all three (one epoch each on 2 shared cores: generous bound).
     finished = page.get_by_test_id("stMetric").filter(has_text="Finished trials")
     expect(finished).to_contain_text(re.compile(r"Finished trials\s*3\b"), timeout=1_200_000)
-    scatter = page.get_by_test_id("stPlotlyChart").first
+    scatter = page.locator(".st-key-sweep_scatter")  # the Train tab above may hold charts of its own
     points = scatter.locator(".scatterlayer path.point")
     expect(points).to_have_count(3, timeout=60_000)
 
@@ -101,7 +101,7 @@ def click_a_point(page) -> str:
 
     Plotly's drag layer covers the markers, so the click goes to a marker's position on screen (scrolled into view
     first: a click outside the viewport reaches nothing)."""
-    scatter = page.get_by_test_id("stPlotlyChart").first
+    scatter = page.locator(".st-key-sweep_scatter")  # the Train tab above may hold charts of its own
     points = scatter.locator(".scatterlayer path.point")
     expect(points).to_have_count(3, timeout=120_000)
     link = page.get_by_role("link", name=re.compile(r"Open trial-\d{3} on the Evaluate page"))
