@@ -74,16 +74,21 @@ def _root(root: str | Path | None) -> Path:
     return path
 
 
+def _run_label(name: str | None) -> str:
+    """``<YYYYmmdd-HHMMSS>[-slug]``: the base name of a new run folder."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if not name:
+        return stamp
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:60]
+    if not slug:
+        raise RunError(f"run name {name!r} has no usable characters: use letters, digits, '-' or '_'")
+    return f"{stamp}-{slug}"
+
+
 def create_run_dir(root: str | Path | None = None, name: str | None = None) -> Path:
     """Create and return a new, unique run folder ``<root>/<YYYYmmdd-HHMMSS>[-name][-n]``."""
     base = _root(root)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    label = stamp
-    if name:
-        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:60]
-        if not slug:
-            raise RunError(f"run name {name!r} has no usable characters: use letters, digits, '-' or '_'")
-        label = f"{stamp}-{slug}"
+    label = _run_label(name)
     for n in range(1000):
         path = base / (label if n == 0 else f"{label}-{n}")
         try:
@@ -357,13 +362,7 @@ def create_job_dir(root: str | Path | None, name: str | None, files: dict[str, A
     without its config and status.
     """
     base = _root(root)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    label = stamp
-    if name:
-        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:60]
-        if not slug:
-            raise RunError(f"run name {name!r} has no usable characters: use letters, digits, '-' or '_'")
-        label = f"{stamp}-{slug}"
+    label = _run_label(name)
     tmp = base / f".tmp-{label}-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:

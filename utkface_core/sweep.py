@@ -740,6 +740,17 @@ def train_trial(
     return result.state
 
 
+def _trial_start(plan: dict) -> dict:
+    """The event that announces a planned trial."""
+    return {
+        "kind": "trial_start",
+        "trial": plan["name"],
+        "mode": plan["mode"],
+        "weights": plan.get("fractions"),
+        "learning_rate": plan.get("learning_rate"),
+    }
+
+
 def _run_local(
     spec: SweepSpec,
     sweep_dir: Path,
@@ -754,15 +765,7 @@ def _run_local(
         if plan is None:
             return
         run_dir = sweep_dir / TRIALS_DIR / plan["name"]
-        emit(
-            {
-                "kind": "trial_start",
-                "trial": plan["name"],
-                "mode": plan["mode"],
-                "weights": plan.get("fractions"),
-                "learning_rate": plan.get("learning_rate"),
-            }
-        )
+        emit(_trial_start(plan))
 
         def forward(event: dict, name: str = plan["name"]) -> None:
             if event.get("kind") in ("epoch", "status"):
@@ -890,15 +893,7 @@ def _run_ray(
                 if plan is None:
                     break
                 run_dir = sweep_dir / TRIALS_DIR / plan["name"]
-                emit(
-                    {
-                        "kind": "trial_start",
-                        "trial": plan["name"],
-                        "mode": plan["mode"],
-                        "weights": plan.get("fractions"),
-                        "learning_rate": plan.get("learning_rate"),
-                    }
-                )
+                emit(_trial_start(plan))
                 ref = task.remote(spec_dict, plan, str(run_dir.resolve()), prepared.fingerprint, threads)
                 pending[ref] = plan
             if not pending:
