@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from utkface_core.dataset import index_folder
-from utkface_core.imagecache import build_image_cache
+from utkface_core.data.dataset import index_folder
+from utkface_core.data.imagecache import build_image_cache
 t1 = time.perf_counter()
 index = index_folder(sys.argv[1])
 t2 = time.perf_counter()

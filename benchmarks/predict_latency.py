@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
-from utkface_core import export, prediction  # noqa: E402
+from utkface_core.inference import export, prediction  # noqa: E402
 
 REFERENCE_FACE = "34_0_0_20170117190336724.jpg.chip.jpg"
 
@@ -106,7 +106,7 @@ def load(run_dir: str | None, preset: str):
         model = prediction.load_model_cached(run / "model.keras")
         return model, int(config["image_size"]), mae, f"run {run}"
     try:
-        from utkface_core.model import build_model
+        from utkface_core.training.model import build_model
 
         model = build_model(preset)
         return model, prediction.model_input_size(model), None, f"untrained build_model({preset!r})"
@@ -212,7 +212,7 @@ def alignment_check(count: int) -> None:
     """Print how closely detect_faces + align_face reproduce real UTKFace crops pasted into photos."""
     import random
 
-    from utkface_core import detection
+    from utkface_core.inference import detection
 
     root = os.environ.get("UTKFACE_DIR")
     if not root or not Path(root).is_dir():

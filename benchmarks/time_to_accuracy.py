@@ -143,7 +143,7 @@ def main() -> int:
 
     from utkface_core import runs
     from utkface_core.config import TrainConfig
-    from utkface_core.trainer import train
+    from utkface_core.training.trainer import train
     from utkface_core.workflow import prepare_training_data
 
     out_root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="utkface-tta-"))

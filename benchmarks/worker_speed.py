@@ -85,7 +85,7 @@ def main() -> None:
     os.environ["UTKFACE_APP_DIR"] = str(tmp / "app")
     os.environ["UTKFACE_RUNS_DIR"] = str(tmp / "runs")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from utkface_core.demo import generate_demo_dataset
+    from utkface_core.data.demo import generate_demo_dataset
 
     data = generate_demo_dataset(tmp / "data", n=args.n, seed=0)
     cli_speed(data, 5, tmp / "warmup")  # the first run also decodes the images into the shared cache

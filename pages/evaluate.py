@@ -18,10 +18,10 @@ from pages.shared import (
     require_data,
     run_label,
 )
-from utkface_core import evalcharts
 from utkface_core import jobs as worker_jobs
-from utkface_core.evaluation import Evaluation, evaluate_run
-from utkface_core.modelcard import render_model_card
+from utkface_core.evaluation import evalcharts
+from utkface_core.evaluation.evaluation import Evaluation, evaluate_run
+from utkface_core.evaluation.modelcard import render_model_card
 
 ensure_shell()
 st.title("Evaluate a trained model")

@@ -3,11 +3,11 @@
 import streamlit as st
 
 from pages.shared import demo_build, demo_progress, ensure_shell, job_progress, link_widgets, require_data
-from utkface_core import charts
 from utkface_core.config import PRESET_IMAGE_SIZE
+from utkface_core.data.splits import filter_frame
 from utkface_core.jobs import registry
 from utkface_core.labels import GENDERS, MAX_AGE, RACES
-from utkface_core.splits import filter_frame
+from utkface_core.training import charts
 
 ensure_shell()
 st.title("Explore the data")
@@ -48,7 +48,7 @@ def gallery_images(sample) -> list:
     """The sampled faces: their files, or (demo faces not drawn yet) the same faces drawn now in memory."""
     from pathlib import Path
 
-    from utkface_core.demo import render_demo_file
+    from utkface_core.data.demo import render_demo_file
 
     images = []
     for path in sample["path"].tolist():

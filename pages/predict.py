@@ -18,9 +18,9 @@ from pages.shared import (
     pick_run,
     upload_problem,
 )
-from utkface_core import export, gradcam, prediction
-from utkface_core.archive import extract_archive
-from utkface_core.imagecache import ImageDecodeError
+from utkface_core.data.archive import extract_archive
+from utkface_core.data.imagecache import ImageDecodeError
+from utkface_core.inference import export, gradcam, prediction
 from utkface_core.jobs import registry
 from utkface_core.paths import data_subdir
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import streamlit as st
 
-from utkface_core import access, limits, sources
-from utkface_core.dataset import DatasetIndex, index_folder
-from utkface_core.demo import DemoBuild, demo_index
+from utkface_core import access, limits
+from utkface_core.data import sources
+from utkface_core.data.dataset import DatasetIndex, index_folder
+from utkface_core.data.demo import DemoBuild, demo_index
 from utkface_core.jobs import registry
 
 DATA_KINDS = {

@@ -17,8 +17,9 @@ import pandas as pd
 import streamlit as st
 
 from pages.shared import current_data, is_admin, job_progress, link_widgets, owner_token
-from utkface_core import jobs, sweep, sweepcharts
+from utkface_core import jobs, sweep
 from utkface_core.config import PRESET_IMAGE_SIZE
+from utkface_core.evaluation import sweepcharts
 
 MAX_TRIALS = 30
 STRATEGY_HELP = (

@@ -21,11 +21,12 @@ from pages.shared import (
     owner_token,
 )
 from pages.sweep_tab import render_sweep_tab
-from utkface_core import charts, jobs, runs
+from utkface_core import jobs, runs
 from utkface_core.config import PRESET_BATCH_SIZE, PRESET_IMAGE_SIZE, TrainConfig
 from utkface_core.labels import MAX_AGE
 from utkface_core.limits import clamp_train_config
-from utkface_core.lossweights import DEFAULT_WEIGHTS, HEADS
+from utkface_core.training import charts
+from utkface_core.training.lossweights import DEFAULT_WEIGHTS, HEADS
 from utkface_core.workflow import start_training_job
 
 PRESET_BATCH_TEXT = "preset default"

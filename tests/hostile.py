@@ -118,7 +118,8 @@ mode, target, app = sys.argv[1], sys.argv[2], sys.argv[3]
 os.environ["UTKFACE_APP_DIR"] = app
 sys.path.insert(0, sys.argv[4])
 import numpy as np, PIL.Image  # the baseline includes the libraries
-from utkface_core import imagecache, prediction
+from utkface_core.data import imagecache
+from utkface_core.inference import prediction
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = {"outcome": "ok"}
 try:
@@ -130,7 +131,7 @@ try:
             prediction._as_rgb(open(target, "rb").read())[0]
         out["shape"] = list(arr.shape)
     elif mode == "extract":
-        from utkface_core.archive import extract_archive
+        from utkface_core.data.archive import extract_archive
         res = extract_archive(open(target, "rb").read())
         out["extracted"] = res.extracted
     elif mode == "predict6":  # six different 8000x6000 photos kept by the Predict page's cache

@@ -10,8 +10,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO, write_jpeg
-from utkface_core import access, sources
+from utkface_core import access
 from utkface_core.access import AccessError
+from utkface_core.data import sources
 
 APP = str(REPO / "streamlit_app.py")
 

@@ -10,9 +10,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO
-from utkface_core.demo import demo_index
+from utkface_core.data.demo import demo_index
+from utkface_core.data.splits import filter_frame
 from utkface_core.labels import GENDERS, MAX_AGE, RACES
-from utkface_core.splits import filter_frame
 
 APP = "../streamlit_app.py"
 

@@ -1,4 +1,4 @@
-"""Tests for utkface_core.archive: safe extraction of uploaded .zip/.tar/.tar.gz archives."""
+"""Tests for utkface_core.data.archive: safe extraction of uploaded .zip/.tar/.tar.gz archives."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utkface_core import archive
-from utkface_core.archive import ArchiveError, ExtractResult, extract_archive
+from utkface_core.data import archive
+from utkface_core.data.archive import ArchiveError, ExtractResult, extract_archive
 
 
 @pytest.fixture(autouse=True)
@@ -335,7 +335,7 @@ def test_disk_bomb_zip_is_refused_before_writing_100_mb(disk_bomb, tmp_path):
     assert disk_bomb.stat().st_size < 5 * 1024**2
     script = (
         "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 2**20, 100 * 2**20));"
-        "from utkface_core.archive import extract_archive, ArchiveError\n"
+        "from utkface_core.data.archive import extract_archive, ArchiveError\n"
         "try:\n extract_archive(open(sys.argv[1], 'rb').read(), dest_root=sys.argv[2]); print('EXTRACTED')\n"
         "except ArchiveError as exc:\n print('REFUSED', exc)\n"
     )
@@ -399,7 +399,8 @@ def test_error_messages_hold_no_server_path(tmp_path, monkeypatch):
 
 def test_twenty_rapid_uploads_of_one_archive_keep_disk_flat(tmp_path):
     from tests.hostile import folder_bytes
-    from utkface_core import paths, sources
+    from utkface_core import paths
+    from utkface_core.data import sources
 
     data = _zip_bytes({f"{20 + i}_0_0_2017.jpg.chip.jpg": _jpeg(i, size=64) for i in range(20)})
     uploads = paths.data_subdir("uploads")
@@ -413,7 +414,8 @@ def test_twenty_rapid_uploads_of_one_archive_keep_disk_flat(tmp_path):
 
 def test_uploads_are_per_session_and_released(tmp_path):
     from tests.hostile import folder_bytes
-    from utkface_core import paths, sources
+    from utkface_core import paths
+    from utkface_core.data import sources
 
     a = sources.archive_source(_zip_bytes({"1.jpg": _jpeg(1)}), "a.zip", session_id="session-aaa")
     b = sources.archive_source(_zip_bytes({"2.jpg": _jpeg(2)}), "b.zip", session_id="session-aaa")

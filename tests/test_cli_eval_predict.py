@@ -13,7 +13,7 @@ from PIL import Image
 from tests.models import tiny_model as contract_model
 from utkface_core import runs
 from utkface_core.cli import main
-from utkface_core.evaluation import evaluate_run
+from utkface_core.evaluation.evaluation import evaluate_run
 
 SIZE = 32
 N_IMAGES = 48

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from tests.conftest import write_jpeg
-from utkface_core.dataset import index_folder
+from utkface_core.data.dataset import index_folder
 
 
 def test_index_counts_labels_rejections_and_warnings(utk_folder):

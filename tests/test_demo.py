@@ -1,4 +1,4 @@
-"""Tests of the synthetic demo data set (utkface_core.demo)."""
+"""Tests of the synthetic demo data set (utkface_core.data.demo)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utkface_core import demo
-from utkface_core.names import STRICT, parse_name
+from utkface_core.data import demo
+from utkface_core.data.names import STRICT, parse_name
 
 pytestmark = pytest.mark.usefixtures("app_dir")  # conftest: app data under tmp_path
 
@@ -304,7 +304,7 @@ def test_age_is_visible_in_pixels():
 
 
 def test_demo_index_from_names_equals_the_index_of_the_drawn_folder():
-    from utkface_core.dataset import index_folder
+    from utkface_core.data.dataset import index_folder
 
     early = demo.demo_index(n=40, seed=3)
     assert not early.root.exists()  # nothing drawn yet

@@ -1,4 +1,4 @@
-"""Face detection and UTKFace-style alignment (utkface_core.detection)."""
+"""Face detection and UTKFace-style alignment (utkface_core.inference.detection)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utkface_core import detection
-from utkface_core.detection import Face, FaceInputError, align_face, detect_faces
+from utkface_core.inference import detection
+from utkface_core.inference.detection import Face, FaceInputError, align_face, detect_faces
 
 # Frontal UTKFace images the detector finds at >= 0.99 confidence (checked by hand once).
 REAL_FACES = (

@@ -1,4 +1,4 @@
-"""Figures and tables of an Evaluation (utkface_core.evalcharts), on seeded synthetic predictions."""
+"""Figures and tables of an Evaluation (utkface_core.evaluation.evalcharts), on seeded synthetic predictions."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from utkface_core import evalcharts
-from utkface_core.evalcharts import EvalChartError
-from utkface_core.evaluation import Predictions, evaluate_arrays
+from utkface_core.evaluation import evalcharts
+from utkface_core.evaluation.evalcharts import EvalChartError
+from utkface_core.evaluation.evaluation import Predictions, evaluate_arrays
 from utkface_core.labels import GENDERS, RACES
 
 
@@ -202,6 +202,8 @@ def test_charts_reject_what_is_not_an_evaluation():
 
 
 def test_module_does_not_import_streamlit_or_tensorflow():
-    code = "import sys, utkface_core.evalcharts; print('streamlit' in sys.modules, 'tensorflow' in sys.modules)"
+    code = (
+        "import sys, utkface_core.evaluation.evalcharts; print('streamlit' in sys.modules, 'tensorflow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False"

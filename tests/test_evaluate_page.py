@@ -10,8 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from tests.test_cli_eval_predict import make_tiny_run, tiny_model
 from tests.waits import wait_until
-from utkface_core import evalcharts
-from utkface_core.evaluation import evaluate_run
+from utkface_core.evaluation import evalcharts
+from utkface_core.evaluation.evaluation import evaluate_run
 from utkface_core.jobs import list_jobs
 
 APP = "../streamlit_app.py"

@@ -1,4 +1,4 @@
-"""Tests of utkface_core.evaluation: hand-computed metrics, tables, calibration, JSON contract and evaluate_run."""
+"""Tests of the evaluation module: hand-computed metrics, tables, calibration, JSON contract and evaluate_run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utkface_core.evaluation import (
+from utkface_core.evaluation.evaluation import (
     EvaluationError,
     Predictions,
     evaluate_arrays,
@@ -301,7 +301,10 @@ def test_preds_must_be_predictions():
 
 
 def test_module_does_not_import_tensorflow():
-    code = "import sys, utkface_core.evaluation, utkface_core.modelcard; print('tensorflow' in sys.modules)"
+    code = (
+        "import sys, utkface_core.evaluation.evaluation, utkface_core.evaluation.modelcard; "
+        "print('tensorflow' in sys.modules)"
+    )
     import subprocess
 
     out = subprocess.run(
@@ -323,7 +326,10 @@ IMAGE_SIZE = 8
 @pytest.fixture()
 def core():
     """The real imagecache and prediction modules (monkeypatched in the cache test)."""
-    return {name: importlib.import_module(f"utkface_core.{name}") for name in ("imagecache", "prediction")}
+    return {
+        "imagecache": importlib.import_module("utkface_core.data.imagecache"),
+        "prediction": importlib.import_module("utkface_core.inference.prediction"),
+    }
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tests.models import tiny_model  # noqa: E402
-from utkface_core import export, prediction  # noqa: E402
 from utkface_core.cli import main  # noqa: E402
+from utkface_core.inference import export, prediction  # noqa: E402
 
 SIZE = 32
 REAL_TO_ONNX = export.to_onnx
@@ -129,11 +129,11 @@ def test_predict_arrays_runs_the_traced_model_and_frees_it_afterwards():
     assert ref() is None  # the per-model graph cache does not keep models alive
 
 
-def test_prediction_is_the_only_inference_module():
+def test_prediction_is_the_only_module_that_runs_a_model():
     import importlib
 
     with pytest.raises(ModuleNotFoundError):
-        importlib.import_module("utkface_core.inference")  # the old shim is gone: one import path
+        importlib.import_module("utkface_core.inference.inference")  # the old second path is gone
 
 
 # --- CLI ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for utkface_core.imagecache: robust decoding and the on-disk decoded-image cache."""
+"""Tests for utkface_core.data.imagecache: robust decoding and the on-disk decoded-image cache."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utkface_core import imagecache
-from utkface_core.imagecache import (
+from utkface_core.data import imagecache
+from utkface_core.data.imagecache import (
     CacheBuildCancelled,
     ImageCache,
     ImageDecodeError,

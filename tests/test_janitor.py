@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import write_jpeg
 from tests.hostile import folder_bytes
-from utkface_core import imagecache, janitor, paths
+from utkface_core import janitor, paths
+from utkface_core.data import imagecache
 
 
 def age(path, seconds_ago: float) -> None:

@@ -10,15 +10,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from utkface_core.lossweights import LossWeights, MultiTaskModel  # noqa: E402
-from utkface_core.model import build_model  # noqa: E402
+from utkface_core.training.lossweights import LossWeights, MultiTaskModel  # noqa: E402
+from utkface_core.training.model import build_model  # noqa: E402
 
 SIZE = 16
 
 
 @pytest.fixture(autouse=True)
 def small_fast_net(monkeypatch):
-    monkeypatch.setattr("utkface_core.model.FAST_STAGES", ((8, 1), (16, 1)))
+    monkeypatch.setattr("utkface_core.training.model.FAST_STAGES", ((8, 1), (16, 1)))
 
 
 def _targets(races: np.ndarray) -> dict:

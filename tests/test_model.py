@@ -12,12 +12,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from utkface_core import model as model_module  # noqa: E402
-from utkface_core.callbacks import save_model_atomic  # noqa: E402
-from utkface_core.model import ModelBuildError, build_model  # noqa: E402
-from utkface_core.pipeline import PipelineError, make_dataset  # noqa: E402
-from utkface_core.prediction import ModelLoadError, load_model, predict_arrays  # noqa: E402
-from utkface_core.prediction import PredictionError as PredictionInputError  # noqa: E402
+from utkface_core.inference.prediction import ModelLoadError, load_model, predict_arrays  # noqa: E402
+from utkface_core.inference.prediction import PredictionError as PredictionInputError  # noqa: E402
+from utkface_core.training import model as model_module  # noqa: E402
+from utkface_core.training.callbacks import save_model_atomic  # noqa: E402
+from utkface_core.training.model import ModelBuildError, build_model  # noqa: E402
+from utkface_core.training.pipeline import PipelineError, make_dataset  # noqa: E402
 
 
 def _modules(config) -> set[str]:

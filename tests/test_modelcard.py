@@ -1,4 +1,4 @@
-"""Tests of utkface_core.modelcard: sections, numbers, run-folder reading and bad arguments."""
+"""Tests of utkface_core.evaluation.modelcard: sections, numbers, run-folder reading and bad arguments."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utkface_core.evaluation import Predictions, evaluate_arrays
-from utkface_core.modelcard import render_model_card
+from utkface_core.evaluation.evaluation import Predictions, evaluate_arrays
+from utkface_core.evaluation.modelcard import render_model_card
 
 CONFIG = {
     "image_size": 64,

@@ -1,6 +1,6 @@
 import pytest
 
-from utkface_core.names import NameRejected, parse_name
+from utkface_core.data.names import NameRejected, parse_name
 
 
 def test_strict_name_parses_without_warning():

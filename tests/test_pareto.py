@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from utkface_core.pareto import ParetoError, dominates, hypervolume, pareto_front
+from utkface_core.evaluation.pareto import ParetoError, dominates, hypervolume, pareto_front
 
 
 def test_dominates_needs_no_worse_everywhere_and_better_somewhere():

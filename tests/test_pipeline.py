@@ -9,8 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from utkface_core import pipeline  # noqa: E402
-from utkface_core.pipeline import make_dataset  # noqa: E402
+from utkface_core.training import pipeline  # noqa: E402
+from utkface_core.training.pipeline import make_dataset  # noqa: E402
 
 N, SIZE = 40, 12
 

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from pages.shared import upload_problem
 from tests.test_cli_eval_predict import make_tiny_run
 from tests.waits import wait_until
-from utkface_core import prediction
+from utkface_core.inference import prediction
 from utkface_core.jobs import registry
 
 APP = "../streamlit_app.py"

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from tests.models import tiny_model
-from utkface_core import export, gradcam, prediction
-from utkface_core.imagecache import ImageDecodeError
+from utkface_core.data.imagecache import ImageDecodeError
+from utkface_core.inference import export, gradcam, prediction
+from utkface_core.inference.prediction import NO_FACE_MESSAGE, PredictionError, predict_files, predict_image
 from utkface_core.labels import GENDERS, RACES
-from utkface_core.prediction import NO_FACE_MESSAGE, PredictionError, predict_files, predict_image
 
 SIZE = 32
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from utkface_core.dataset import index_folder
+from utkface_core.data.dataset import index_folder
 
 UTK = os.environ.get("UTKFACE_DIR")
 pytestmark = [

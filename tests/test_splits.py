@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utkface_core.splits import filter_frame, load_split, save_split, split_frame
+from utkface_core.data.splits import filter_frame, load_split, save_split, split_frame
 
 
 @pytest.fixture

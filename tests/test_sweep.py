@@ -40,7 +40,7 @@ WAIT_S = 300.0  # an upper bound against hangs, never a timing assumption
 @pytest.fixture(autouse=True)
 def small_fast_net(monkeypatch):
     """Trials train a narrower fast network: the sweep's behaviour is the same and tests trace faster."""
-    monkeypatch.setattr("utkface_core.model.FAST_STAGES", SMALL_STAGES)
+    monkeypatch.setattr("utkface_core.training.model.FAST_STAGES", SMALL_STAGES)
 
 
 @pytest.fixture
@@ -200,7 +200,7 @@ def test_grid_sweep_writes_comparable_trial_runs_and_a_study(tiny_data, tmp_path
     auto = next(t for t in trials if t["mode"] == "auto")
     assert auto["trained_weights"] == "auto" and sum(auto["weights"].values()) == pytest.approx(1.0)
     vectors = [sweep.objective_vector(t, 10, 65) for t in trials]
-    from utkface_core.pareto import dominates
+    from utkface_core.evaluation.pareto import dominates
 
     for i in result["pareto"]:
         assert not any(dominates(vectors[j], vectors[i]) for j in range(len(trials)))
@@ -282,8 +282,8 @@ def test_killed_sweep_resumes_without_repeating_or_losing_a_finished_trial(tiny_
         f"""
         import sys
         sys.path.insert(0, {str(REPO)!r})
-        import utkface_core.model
-        utkface_core.model.FAST_STAGES = {SMALL_STAGES!r}
+        import utkface_core.training.model
+        utkface_core.training.model.FAST_STAGES = {SMALL_STAGES!r}
         from utkface_core.cli import main
         sys.exit(main({args!r}))
         """

@@ -125,7 +125,7 @@ def test_starting_a_sweep_records_the_owner_names_no_folder_and_shows_public_lim
 
 def test_a_clicked_scatter_point_names_its_trial(hand_sweep):
     from pages.sweep_tab import clicked_trial
-    from utkface_core import sweepcharts
+    from utkface_core.evaluation import sweepcharts
 
     frame = sweepcharts.trials_frame(sweep.load_sweep(hand_sweep))
     event = {"selection": {"points": [{"x": 9.0, "y": 0.90, "curve_number": 0, "point_index": 1}]}}

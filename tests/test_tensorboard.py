@@ -14,8 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.util.tensor_util import make_ndarray  # noqa: E402
 
 from utkface_core.config import TrainConfig  # noqa: E402
-from utkface_core.tensorboard_log import LOG_DIR, TensorBoardLog, scalar_tag  # noqa: E402
-from utkface_core.trainer import train  # noqa: E402
+from utkface_core.training.tensorboard_log import LOG_DIR, TensorBoardLog, scalar_tag  # noqa: E402
+from utkface_core.training.trainer import train  # noqa: E402
 
 SIZE = 32
 
@@ -89,7 +89,7 @@ def test_callback_writes_per_head_scalars_weights_and_learning_rate(tmp_path):
 
 
 def test_training_run_folder_has_readable_event_files(tmp_path, monkeypatch):
-    monkeypatch.setattr("utkface_core.model.FAST_STAGES", ((8, 1), (16, 1)))
+    monkeypatch.setattr("utkface_core.training.model.FAST_STAGES", ((8, 1), (16, 1)))
     rng = np.random.default_rng(0)
     n = 36
     images = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)

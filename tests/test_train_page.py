@@ -132,7 +132,7 @@ def test_another_visitors_training_shows_disabled_sliders_and_a_queue_entry(demo
 
 @pytest.fixture
 def tiny_demo_dir(tmp_path):
-    from utkface_core.demo import generate_demo_dataset
+    from utkface_core.data.demo import generate_demo_dataset
 
     return generate_demo_dataset(tmp_path / "demo", n=120, seed=0)
 

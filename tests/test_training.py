@@ -19,14 +19,14 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from utkface_core import config as config_module  # noqa: E402
-from utkface_core import trainer as trainer_module  # noqa: E402
-from utkface_core.callbacks import BudgetCosineSchedule  # noqa: E402
 from utkface_core.config import ConfigError, TrainConfig  # noqa: E402
-from utkface_core.lossweights import LossWeights, LossWeightsError, MultiTaskModel  # noqa: E402
-from utkface_core.model import build_model  # noqa: E402
-from utkface_core.pipeline import make_dataset  # noqa: E402
-from utkface_core.prediction import load_model  # noqa: E402
-from utkface_core.trainer import TrainInputError, train  # noqa: E402
+from utkface_core.inference.prediction import load_model  # noqa: E402
+from utkface_core.training import trainer as trainer_module  # noqa: E402
+from utkface_core.training.callbacks import BudgetCosineSchedule  # noqa: E402
+from utkface_core.training.lossweights import LossWeights, LossWeightsError, MultiTaskModel  # noqa: E402
+from utkface_core.training.model import build_model  # noqa: E402
+from utkface_core.training.pipeline import make_dataset  # noqa: E402
+from utkface_core.training.trainer import TrainInputError, train  # noqa: E402
 
 SIZE = 32
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def small_fast_net(monkeypatch):
     """Train a narrower fast network: the engine's behaviour is the same and tests trace faster."""
-    monkeypatch.setattr("utkface_core.model.FAST_STAGES", ((8, 1), (16, 1)))
+    monkeypatch.setattr("utkface_core.training.model.FAST_STAGES", ((8, 1), (16, 1)))
 
 
 def _data(n: int = 48, seed: int = 0):
@@ -337,7 +337,7 @@ def test_cosine_schedule_warms_up_then_decays_to_the_end():
 def test_time_budget_schedule_follows_the_clock(monkeypatch):
     schedule = BudgetCosineSchedule(1e-2, total_steps=10_000, time_budget_s=100.0)
     clock = {"now": 1000.0}
-    monkeypatch.setattr("utkface_core.callbacks.time.monotonic", lambda: clock["now"])
+    monkeypatch.setattr("utkface_core.training.callbacks.time.monotonic", lambda: clock["now"])
     schedule.on_train_begin()
     schedule.step = 500
     clock["now"] += 50.0
@@ -362,9 +362,9 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
             cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_training import _config, _data
-        import utkface_core.model
-        utkface_core.model.FAST_STAGES = ((8, 1), (16, 1))
-        from utkface_core.trainer import make_strategy, train
+        import utkface_core.training.model
+        utkface_core.training.model.FAST_STAGES = ((8, 1), (16, 1))
+        from utkface_core.training.trainer import make_strategy, train
         print("REPLICAS", make_strategy("mirrored").num_replicas_in_sync)
         images, frame, split = _data()
         result = train(_config(strategy="mirrored", epochs=1), images, frame, split, {str(tmp_path / "run")!r})

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 from tests.test_cli_eval_predict import make_tiny_run
 from tests.waits import wait_until
 from utkface_core import runs, sweep
-from utkface_core.evaluation import evaluate_run
+from utkface_core.evaluation.evaluation import evaluate_run
 from utkface_core.jobs import list_jobs
 
 APP = "../streamlit_app.py"

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from utkface_core import charts
+from utkface_core.training import charts
 
 CHANGE = {
     "kind": "weight_change",

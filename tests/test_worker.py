@@ -16,9 +16,9 @@ import pytest
 from tests.conftest import REPO
 from tests.waits import wait_until
 from utkface_core import jobs, runs
-from utkface_core.callbacks import LiveControl
 from utkface_core.config import TrainConfig
-from utkface_core.lossweights import LossWeights
+from utkface_core.training.callbacks import LiveControl
+from utkface_core.training.lossweights import LossWeights
 from utkface_core.worker import ControlReader
 from utkface_core.workflow import start_training_job
 
@@ -39,7 +39,7 @@ def no_worker_left_running(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
     """120 synthetic UTKFace-style images (shared by the tests of this module)."""
-    from utkface_core.demo import generate_demo_dataset
+    from utkface_core.data.demo import generate_demo_dataset
 
     return generate_demo_dataset(tmp_path_factory.mktemp("demo") / "set", n=120, seed=0)
 

@@ -21,7 +21,7 @@ import tomllib
 from collections import deque
 from pathlib import Path
 
-from . import paths as app_paths
+from utkface_core import paths as app_paths
 
 PRIVATE = "private"
 PUBLIC = "public"

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import PRESETS, SPLIT_METHODS
+from utkface_core.config import PRESETS, SPLIT_METHODS
 
 
 def _progress_printer(label: str):
@@ -27,7 +27,7 @@ def _progress_printer(label: str):
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from .dataset import index_folder, summary_json, summary_text
+    from utkface_core.data.dataset import index_folder, summary_json, summary_text
 
     index = index_folder(
         args.dir,
@@ -39,7 +39,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from .demo import generate_demo_dataset
+    from utkface_core.data.demo import generate_demo_dataset
 
     out = generate_demo_dataset(Path(args.dir), n=args.n, seed=args.seed, progress=_progress_printer("drawing"))
     print(f"Wrote {args.n} synthetic UTKFace-format images (seed {args.seed}) to {out}")
@@ -105,8 +105,8 @@ class TrainPrinter:
 def cmd_train(args: argparse.Namespace) -> int:
     import json
 
-    from .config import TrainConfig
-    from .workflow import run_training
+    from utkface_core.config import TrainConfig
+    from utkface_core.workflow import run_training
 
     config = TrainConfig(
         preset=args.preset,
@@ -158,7 +158,7 @@ def _num(value: float | None, fmt: str = ".2f") -> str:
 
 def evaluation_text(evaluation) -> str:
     """A readable multi-line summary of an Evaluation for the terminal."""
-    from .labels import GENDERS, RACES
+    from utkface_core.labels import GENDERS, RACES
 
     data = evaluation.to_json_dict()
     lines = [
@@ -213,7 +213,7 @@ def evaluation_text(evaluation) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .evaluation import evaluate_run
+    from utkface_core.evaluation.evaluation import evaluate_run
 
     run_dir = _run_folder(args.run_dir)
     data_dir = None
@@ -246,7 +246,7 @@ def _face_line(face: dict) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
-    from .prediction import NO_FACE_MESSAGE, load_model_cached, predict_image, to_json
+    from utkface_core.inference.prediction import NO_FACE_MESSAGE, load_model_cached, predict_image, to_json
 
     run_dir = _run_folder(args.run_dir)
     config_path = run_dir / "config.json"
@@ -285,7 +285,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import write_export
+    from utkface_core.inference.export import write_export
 
     path, result = write_export(args.run_dir, args.format, args.out)
     print(f"wrote {path} ({len(result.data) / 2**20:.2f} MiB, {result.format})")
@@ -298,7 +298,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .sweep import SweepSpec, pareto_table, run_sweep
+    from utkface_core.sweep import SweepSpec, pareto_table, run_sweep
 
     spec = SweepSpec(
         data=args.data,
@@ -378,7 +378,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m utkface_core``."""
-    from .dataset import DUPLICATE_POLICIES
+    from utkface_core.data.dataset import DUPLICATE_POLICIES
 
     parser = argparse.ArgumentParser(prog="python -m utkface_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .worker import main as worker_main
+    from utkface_core.worker import main as worker_main
 
     return worker_main(args.job_dir)
 

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import limits
-from . import paths as app_paths
+from utkface_core import limits
+from utkface_core import paths as app_paths
 
 KINDS: tuple[str, ...] = ("images", "uploads", "index")
 _LOCK = threading.Lock()

@@ -482,7 +482,7 @@ def set_live_weights(
         return False
     changes: dict[str, Any] = {}
     if weights is not None:
-        from utkface_core.lossweights import LossWeights
+        from utkface_core.training.lossweights import LossWeights
 
         changes["weights"] = LossWeights._checked(dict(weights), complete=True)
     if auto is not None:

@@ -239,7 +239,7 @@ def fmt_bytes(n: float) -> str:
 
 def max_train_minutes(mode: str | None = None) -> float:
     """The longest training time budget in ``mode`` (default: the server's mode)."""
-    from .access import PUBLIC, server_mode
+    from utkface_core.access import PUBLIC, server_mode
 
     mode = mode or server_mode()
     return float(get("max_train_min_public" if mode == PUBLIC else "max_train_min_private"))
@@ -252,8 +252,8 @@ def clamp_train_config(config, mode: str | None = None):
     ``epochs``, ``image_size`` and ``batch_size``. ``notes`` holds one sentence per changed value,
     for the page to show. Raises TypeError when ``config`` is not a TrainConfig.
     """
-    from .access import PUBLIC, check_mode, server_mode
-    from .config import TrainConfig
+    from utkface_core.access import PUBLIC, check_mode, server_mode
+    from utkface_core.config import TrainConfig
 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"clamp_train_config needs a TrainConfig, got {type(config).__name__}")
@@ -304,7 +304,7 @@ def job_quota_problem(owner: str | None, jobs: Iterable[Any], mode: str | None =
     ``max_active_jobs`` for everyone. ``jobs`` are objects with ``active`` and ``owner`` attributes
     (``utkface_core.jobs.Job``); a job without an owner counts for the global cap only.
     """
-    from .access import PUBLIC, check_mode, server_mode
+    from utkface_core.access import PUBLIC, check_mode, server_mode
 
     mode = check_mode(mode) if mode is not None else server_mode()
     if mode != PUBLIC:

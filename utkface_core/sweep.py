@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from . import runs
-from .config import HEADS, TUTORIAL_LOSS_WEIGHTS, ConfigError, TrainConfig
-from .pareto import hypervolume, pareto_front
-from .splits import TRAINS_ON_VALID
+from utkface_core import runs
+from utkface_core.config import HEADS, TUTORIAL_LOSS_WEIGHTS, ConfigError, TrainConfig
+from utkface_core.data.splits import TRAINS_ON_VALID
+from utkface_core.evaluation.pareto import hypervolume, pareto_front
 
 Report = Callable[[dict], None]
 
@@ -409,7 +409,7 @@ def load_sweep(sweep_dir: str | Path) -> dict[str, Any]:
 
 def sweeps_dir() -> Path:
     """Default folder for sweeps started from the app (``app_data_dir()/sweeps``), created."""
-    from .paths import data_subdir
+    from utkface_core.paths import data_subdir
 
     return data_subdir("sweeps")
 
@@ -695,7 +695,7 @@ def _prepare(
 
     The prepared data is kept per process while its fingerprint is ``expect`` (Ray workers run many trials).
     """
-    from .workflow import prepare_training_data
+    from utkface_core.workflow import prepare_training_data
 
     config = spec.train_config()
     key = (spec.data, config.resolved_image_size(), spec.min_age, spec.max_age, spec.seed, spec.split_method)
@@ -726,7 +726,7 @@ def train_trial(
     stop_event: threading.Event | None = None,
 ) -> str:
     """Train one trial into ``run_dir`` (its plan already there); return the run's final state."""
-    from .trainer import train
+    from utkface_core.training.trainer import train
 
     weights = "auto" if plan["mode"] == "auto" else dict(plan["trained_weights"])
     config = spec.train_config(weights, plan.get("learning_rate"), prepared.fingerprint)
@@ -1052,8 +1052,8 @@ def clamp_sweep_spec(spec: SweepSpec, mode: str | None = None) -> tuple[SweepSpe
     trials x per-trial budget stays within ``limits.max_train_minutes`` (at least one trial; the Auto baseline
     counts as a trial). ``notes`` holds one sentence per change, for the page to show.
     """
-    from . import limits
-    from .access import PUBLIC, check_mode, server_mode
+    from utkface_core import limits
+    from utkface_core.access import PUBLIC, check_mode, server_mode
 
     if not isinstance(spec, SweepSpec):
         raise TypeError(f"clamp_sweep_spec needs a SweepSpec, got {type(spec).__name__}")
@@ -1092,7 +1092,7 @@ def start_sweep_job(
     """Validate ``spec``, clamp it to the server's limits (``clamp_sweep_spec``) and queue it as a worker job
     (kind ``sweep``) into a new folder of ``sweeps_dir()`` (or the existing ``sweep_dir`` there, to resume);
     returns the ``jobs.JobInfo``. The job records ``owner``: only they (or an operator) may stop it."""
-    from . import jobs
+    from utkface_core import jobs
 
     spec.validate()
     spec, _ = clamp_sweep_spec(spec)

@@ -64,7 +64,7 @@ class ControlReader:
 
     @staticmethod
     def _problem(data: dict[str, Any]) -> str | None:
-        from utkface_core.lossweights import LossWeights, LossWeightsError
+        from utkface_core.training.lossweights import LossWeights, LossWeightsError
 
         weights = data.get("weights")
         if weights is not None:
@@ -296,7 +296,7 @@ def _finite(event: dict) -> dict:
 
 def _run_train(worker: Worker) -> tuple[str, str, dict | None]:
     from utkface_core.config import TrainConfig
-    from utkface_core.lossweights import LossWeights
+    from utkface_core.training.lossweights import LossWeights
     from utkface_core.workflow import run_training
 
     args = worker.spec.get("args") or {}
@@ -319,7 +319,7 @@ def _run_train(worker: Worker) -> tuple[str, str, dict | None]:
 
 
 def _run_evaluate(worker: Worker) -> tuple[str, str, dict | None]:
-    from utkface_core.evaluation import evaluate_run
+    from utkface_core.evaluation.evaluation import evaluate_run
 
     args = worker.spec.get("args") or {}
     steps = {"n": 0, "last": None}

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .access import display_path
-from .dataset import DatasetIndex, index_folder
-from .splits import filter_frame, split_frame
+from utkface_core.access import display_path
+from utkface_core.data.dataset import DatasetIndex, index_folder
+from utkface_core.data.splits import filter_frame, split_frame
 
 Report = Callable[[dict], None]
 
@@ -71,7 +71,7 @@ class TrainingData:
 
 def resolve_data_dir(data: str | Path) -> Path:
     """``"demo"`` gives the synthetic demo folder (generated if needed); anything else must be a folder."""
-    from .sources import demo_source, folder_source
+    from utkface_core.data.sources import demo_source, folder_source
 
     if str(data) == "demo":
         return demo_source().path
@@ -90,7 +90,7 @@ def prepare_training_data(
     stop: threading.Event | None = None,
 ) -> TrainingData:
     """Index ``data``, decode every image once at ``image_size`` (cached on disk), filter to the age range and split."""
-    from .imagecache import build_image_cache
+    from utkface_core.data.imagecache import build_image_cache
 
     root = resolve_data_dir(data)
     index = index_folder(root)
@@ -129,8 +129,8 @@ def run_training(
 
     ``control`` and ``extra_config`` are passed to ``trainer.train`` (live weight requests; extra config fields).
     """
-    from . import runs
-    from .trainer import train
+    from utkface_core import runs
+    from utkface_core.training.trainer import train
 
     config.validate()
     emit = report or (lambda event: None)
@@ -176,8 +176,8 @@ def start_training_job(
     the first. Trainings of all owners queue for one slot. ``config`` is first clamped to the server's limits
     (``limits.clamp_train_config``: in public mode every run gets a time budget).
     """
-    from .jobs import submit_job
-    from .limits import clamp_train_config
+    from utkface_core.jobs import submit_job
+    from utkface_core.limits import clamp_train_config
 
     config.validate()
     config, _ = clamp_train_config(config)  # the server's limits hold for every caller, not only the page's
@@ -204,8 +204,8 @@ def start_decode_job(index: DatasetIndex, size: int, *, registry: Any = None) ->
 
     The same cache serves training at that image size, so this work is done once.
     """
-    from .imagecache import build_image_cache
-    from .jobs import registry as default_registry
+    from utkface_core.data.imagecache import build_image_cache
+    from utkface_core.jobs import registry as default_registry
 
     paths = index.frame["path"].tolist()
     registry = registry or default_registry()

@@ -11,8 +11,8 @@ from pathlib import Path
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import steer, streamlit_server, wait_for_app_run
-from utkface_core.demo import demo_index
-from utkface_core.splits import filter_frame
+from utkface_core.data.demo import demo_index
+from utkface_core.data.splits import filter_frame
 
 CHART = "[data-testid='stPlotlyChart'] .main-svg"
 # Records every text the sidebar menu ever showed, from the first byte of the page on.

@@ -12,7 +12,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from tests.test_cli_eval_predict import make_tiny_run
-from utkface_core.demo import render_demo_image
+from utkface_core.data.demo import render_demo_image
 
 REAL_FACE = "34_0_0_20170117190336724"  # detected by MTCNN when pasted into a larger photo
 

@@ -30,7 +30,7 @@ def folders(tmp_path, monkeypatch):
 def test_the_page_reattaches_to_a_live_worker_after_the_server_is_killed(page, folders):
     from utkface_core import jobs
     from utkface_core.config import TrainConfig
-    from utkface_core.demo import generate_demo_dataset
+    from utkface_core.data.demo import generate_demo_dataset
     from utkface_core.workflow import start_training_job
 
     env, tmp = folders

@@ -169,7 +169,7 @@ def _check_rgb(image_rgb: np.ndarray, what: str = "image_rgb") -> np.ndarray:
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
         raise FaceInputError(
             f"{what} must be an RGB array of shape (H, W, 3), got shape {image_rgb.shape}; "
-            "decode the image with utkface_core.imagecache.decode_image first."
+            "decode the image with utkface_core.data.imagecache.decode_image first."
         )
     if image_rgb.shape[0] < 1 or image_rgb.shape[1] < 1:
         raise FaceInputError(f"{what} is empty (shape {image_rgb.shape}).")

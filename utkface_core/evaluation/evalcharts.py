@@ -1,4 +1,4 @@
-"""Plotly figures and tables of an :class:`~utkface_core.evaluation.Evaluation`, for the Evaluate page (UI-free)."""
+"""Plotly figures and tables of an :class:`~utkface_core.evaluation.evaluation.Evaluation` (UI-free)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .evaluation import Evaluation
-from .labels import GENDERS, RACES
+from utkface_core.evaluation.evaluation import Evaluation
+from utkface_core.labels import GENDERS, RACES
 
 CLASS_HEADS: dict[str, tuple[str, ...]] = {"gender": GENDERS, "race": RACES}
 # Above this many points the scatter plots draw a seeded sample: the browser stays responsive and the

@@ -1,7 +1,7 @@
 """Held-out evaluation of the multi-task model: metrics, confusion, calibration, subgroups, worst errors.
 
 Pure numpy / pandas / scikit-learn on arrays; the Evaluate page turns the returned tables into figures.
-TensorFlow is only imported (indirectly, through ``utkface_core.prediction``) inside :func:`evaluate_run`.
+TensorFlow is only imported (indirectly, through ``utkface_core.inference.prediction``) inside :func:`evaluate_run`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ CACHE_VERSION = 1
 # Softmax rows from float16/float32 models sum to 1 only approximately.
 _PROB_SUM_TOLERANCE = 1e-2
 
-# progress(done, total), the convention of utkface_core.dataset.
+# progress(done, total), the convention of utkface_core.data.dataset.
 Progress = Callable[[int, int], None]
 
 
@@ -645,10 +645,10 @@ def evaluate_run(
     if lo > hi:
         raise EvaluationError(f"min_age ({lo}) must not exceed max_age ({hi})")
 
-    from utkface_core.splits import filter_frame
+    from utkface_core.data.splits import filter_frame
 
     if data_dir is not None:
-        from utkface_core.dataset import index_folder
+        from utkface_core.data.dataset import index_folder
 
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
@@ -695,8 +695,8 @@ def evaluate_run(
             report(evaluation.n, evaluation.n)
             return evaluation
 
-    from utkface_core.imagecache import build_image_cache
-    from utkface_core.prediction import load_model, predict_arrays
+    from utkface_core.data.imagecache import build_image_cache
+    from utkface_core.inference.prediction import load_model, predict_arrays
 
     paths = [str(p) for p in frame["path"]]
     cache = build_image_cache(paths, image_size, progress=progress)

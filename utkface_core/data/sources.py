@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import access
-from . import paths as app_paths
+from utkface_core import access
+from utkface_core import paths as app_paths
 
 DEMO_N = 3000
 DEMO_SEED = 0
@@ -42,7 +42,7 @@ def demo_source(
     n: int = DEMO_N, seed: int = DEMO_SEED, progress: Callable[[int, int], None] | None = None
 ) -> DataSource:
     """The synthetic demo set, generated on first use into the app data directory."""
-    from .demo import ensure_demo_dataset
+    from utkface_core.data.demo import ensure_demo_dataset
 
     path = ensure_demo_dataset(n=n, seed=seed, progress=progress)
     return DataSource("demo", path, f"Synthetic demo faces ({n} generated images, not real people)")
@@ -91,7 +91,7 @@ def archive_source(data: bytes, name: str, session_id: str | None = None) -> Dat
     archive uploaded again by the session reuses it, and ``release_uploads`` removes it when the
     session ends. Its last use is recorded for the janitor's time-to-live.
     """
-    from .archive import extract_archive
+    from utkface_core.data.archive import extract_archive
 
     root = session_upload_root(session_id) if session_id is not None else None
     result = extract_archive(data, dest_root=root)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .labels import GENDERS, MAX_AGE, RACES
+from utkface_core.labels import GENDERS, MAX_AGE, RACES
 
 SPLIT_METHODS = ("tutorial", "stratified", "select", "final")
 SPLIT_NAMES = ("train", "valid", "test")

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from . import detection
-from .labels import GENDERS, HEADS, IMAGE_SUFFIXES, MAX_AGE, RACES
+from utkface_core.inference import detection
+from utkface_core.labels import GENDERS, HEADS, IMAGE_SUFFIXES, MAX_AGE, RACES
 
 NO_FACE_MESSAGE = (
     "No face found: try a photo where the face is larger and frontal, "
@@ -28,7 +28,7 @@ NO_FACE_MESSAGE = (
 )
 # Faces are aligned at UTKFace's native size, then resized to the model's input like training images.
 CROP_SIZE = 200
-# Same filter as utkface_core.imagecache, so a face reaches the model resized the way training images were.
+# Same filter as utkface_core.data.imagecache, so a face reaches the model resized the way training images were.
 _RESAMPLE = Image.Resampling.BILINEAR
 _REDUCING_GAP = 3.0
 # Without a held-out MAE the band is at least this wide on each side, so it never collapses to a point.
@@ -246,7 +246,7 @@ def predict_arrays(model, images_uint8: np.ndarray, batch_size: int = 256) -> di
 def _load_cached(path: str, mtime_ns: int, size: int, engine: str):
     if engine == "keras":
         return load_model(path)
-    from .export import export_model
+    from utkface_core.inference.export import export_model
 
     # The conversion is checked against the Keras model before it is used (ExportError if it differs).
     return OnnxModel(export_model(path, "onnx").data)
@@ -284,8 +284,8 @@ def _as_rgb(image: ImageSource) -> tuple[np.ndarray, str | None]:
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
             raise PredictionError(f"an image array must have shape (H, W, 3), got {image.shape}")
         return np.ascontiguousarray(arr), None
-    from . import limits
-    from .imagecache import decode_image
+    from utkface_core import limits
+    from utkface_core.data.imagecache import decode_image
 
     label = os.fspath(image) if isinstance(image, (str, os.PathLike)) else getattr(image, "name", None)
     # Photos are downscaled while (JPEG) or right after decoding: faces and boxes refer to that image.
@@ -361,7 +361,7 @@ def predict_image(
     is a rough "typical error" range clipped to 0..116, not a calibrated confidence interval.
     Probabilities are the mean of the two passes.
 
-    Raises ImageDecodeError (from utkface_core.imagecache) for an empty, corrupt, unsupported or
+    Raises ImageDecodeError (from utkface_core.data.imagecache) for an empty, corrupt, unsupported or
     over-size file, PredictionError for unusable arguments.
     """
     size = _check_args(image_size, age_mae)
@@ -493,7 +493,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _expand(paths_or_archive) -> tuple[list[tuple[str, Path]], list[dict]]:
     """Return (label, path) pairs to predict and error rows for archive members that were left out."""
-    from .archive import extract_archive
+    from utkface_core.data.archive import extract_archive
 
     if isinstance(paths_or_archive, (str, os.PathLike)):
         items = [paths_or_archive]
@@ -646,13 +646,13 @@ class PredictionCache:
 
     def budget_bytes(self) -> int:
         """The byte budget in force."""
-        from . import limits
+        from utkface_core import limits
 
         return int(self._budget if self._budget is not None else limits.get("predict_cache_mb") * 1024 * 1024)
 
     def ttl_s(self) -> float:
         """Seconds an unused entry is kept."""
-        from . import limits
+        from utkface_core import limits
 
         return float(self._ttl if self._ttl is not None else limits.get("predict_cache_ttl_s"))
 

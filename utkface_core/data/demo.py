@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import paths
-from .labels import MAX_AGE
+from utkface_core import paths
+from utkface_core.labels import MAX_AGE
 
 MARKER_NAME = ".utkface-demo.json"
 # Bump whenever the drawing changes, so that old sets are regenerated rather than reused.
@@ -644,7 +644,7 @@ class DemoBuild:
         package_parent = str(Path(__file__).resolve().parents[1])
         path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}
-        code = "from utkface_core.demo import _draw_in_child; _draw_in_child()"
+        code = "from utkface_core.data.demo import _draw_in_child; _draw_in_child()"
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", code, str(self.n), str(self.seed)],
@@ -698,8 +698,8 @@ def demo_index(n: int = 3000, seed: int = 0):
     """
     import pandas as pd
 
-    from .dataset import COLUMNS, DatasetIndex
-    from .labels import GENDERS, RACES
+    from utkface_core.data.dataset import COLUMNS, DatasetIndex
+    from utkface_core.labels import GENDERS, RACES
 
     folder = default_demo_dir(n, seed).resolve()
     labels = sample_labels(n, seed)

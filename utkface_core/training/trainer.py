@@ -18,7 +18,11 @@ import pandas as pd
 import tensorflow as tf
 
 from utkface_core import runs
-from utkface_core.callbacks import (
+from utkface_core.config import TrainConfig
+from utkface_core.data.splits import TRAINS_ON_VALID
+from utkface_core.inference.prediction import predict_arrays
+from utkface_core.labels import HEADS, RACES
+from utkface_core.training.callbacks import (
     BestCheckpoint,
     BudgetCosineSchedule,
     CsvHistory,
@@ -29,15 +33,11 @@ from utkface_core.callbacks import (
     TimeBudget,
     save_model_atomic,
 )
-from utkface_core.config import TrainConfig
-from utkface_core.labels import HEADS, RACES
-from utkface_core.lossweights import LossWeights, MultiTaskModel
-from utkface_core.model import PRESET_SPECS, build_model
-from utkface_core.pipeline import make_dataset
-from utkface_core.prediction import predict_arrays
-from utkface_core.splits import TRAINS_ON_VALID
-from utkface_core.tensorboard_log import LOG_DIR as TENSORBOARD_DIR
-from utkface_core.tensorboard_log import TensorBoardLog
+from utkface_core.training.lossweights import LossWeights, MultiTaskModel
+from utkface_core.training.model import PRESET_SPECS, build_model
+from utkface_core.training.pipeline import make_dataset
+from utkface_core.training.tensorboard_log import LOG_DIR as TENSORBOARD_DIR
+from utkface_core.training.tensorboard_log import TensorBoardLog
 
 FRAME_COLUMNS: tuple[str, ...] = ("path", "file", "age", "gender", "race")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")

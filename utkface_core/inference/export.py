@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .labels import HEADS
+from utkface_core.labels import HEADS
 
 FORMATS: tuple[str, ...] = ("keras", "onnx", "tflite")
 SUFFIXES: dict[str, str] = {"keras": ".keras", "onnx": ".onnx", "tflite": ".tflite"}
@@ -114,7 +114,7 @@ def to_onnx(model) -> bytes:
 
 def run_onnx(onnx_model: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
     """Run ONNX bytes in ONNX Runtime on float32 images (N, S, S, 3) 0..255; return age (N, 1), gender, race."""
-    from .prediction import OnnxModel
+    from utkface_core.inference.prediction import OnnxModel
 
     return OnnxModel(onnx_model).run(np.asarray(images, dtype=np.float32))
 
@@ -166,7 +166,7 @@ def to_tflite(model) -> bytes:
 
 
 def _run_keras_file(data: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
-    from .prediction import load_model
+    from utkface_core.inference.prediction import load_model
 
     with tempfile.TemporaryDirectory(prefix="utkface-export-") as tmp:
         path = Path(tmp) / "model.keras"
@@ -201,7 +201,7 @@ def export_model(model_path: str | Path, fmt: str) -> ExportResult:
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {list(FORMATS)}, got {fmt!r}")
     path = _check_model_file(model_path)
-    from .prediction import ModelLoadError, load_model_cached
+    from utkface_core.inference.prediction import ModelLoadError, load_model_cached
 
     try:
         model = load_model_cached(path)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paths
-from .labels import GENDERS, IMAGE_SUFFIXES, RACES
-from .names import NameRejected, parse_name
+from utkface_core import paths
+from utkface_core.data.names import NameRejected, parse_name
+from utkface_core.labels import GENDERS, IMAGE_SUFFIXES, RACES
 
 Progress = Callable[[int, int], None]
 DUPLICATE_POLICIES = ("keep-one-drop-conflicts", "keep-one", "keep-all")

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from . import labels, limits
-from . import paths as app_paths
+from utkface_core import labels, limits
+from utkface_core import paths as app_paths
 
 _CHUNK = 1024 * 1024
 _STALE_TMP_SECONDS = 24 * 3600

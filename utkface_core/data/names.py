@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .labels import GENDERS, MAX_AGE, RACES
+from utkface_core.labels import GENDERS, MAX_AGE, RACES
 
 STRICT = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d{17})\.jpg\.chip\.jpg$")
 # Captures every numeric field and the separator before "jpg", so each known defect can be named.

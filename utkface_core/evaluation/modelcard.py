@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from utkface_core.evaluation import Evaluation
+from utkface_core.evaluation.evaluation import Evaluation
 
 # Config keys rendered in their own sections rather than in the generic hyper-parameter table.
 _SECTION_KEYS = {

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .labels import GENDERS, HEADS, RACES
+from utkface_core.labels import GENDERS, HEADS, RACES
 
 ORDERS = {"gender_name": list(GENDERS), "race_name": list(RACES)}
 LABELS = {"age": "Age (years)", "gender_name": "Gender", "race_name": "Race", "count": "Images"}

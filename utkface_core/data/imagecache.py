@@ -21,8 +21,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import limits
-from . import paths as app_paths
+from utkface_core import limits
+from utkface_core import paths as app_paths
 
 # Bump whenever decoding changes (filter, background, crop), so old caches are not reused.
 FORMAT_VERSION = 1
