@@ -95,5 +95,18 @@ def test_pip_install_gives_a_working_utkface_command(tmp_path):
     ]
     assert pins and all(pin in requires for pin in pins)  # the installed package needs exactly the pinned set
 
+    layers = _run(
+        [
+            python,
+            "-c",
+            "import importlib.util as u; "
+            "[print(u.find_spec(f'utkface_core.{p}').origin) for p in ('data', 'inference', 'training', 'evaluation')]",
+        ],
+        cwd=tmp_path,
+    )
+    origins = layers.stdout.split()
+    assert len(origins) == 4, layers.stderr  # every layer subpackage is in the wheel
+    assert all(Path(origin).resolve().is_relative_to(site.resolve()) for origin in origins)
+
     bad = _run([script, "export", str(tmp_path / "no-such-run")], cwd=tmp_path, timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
