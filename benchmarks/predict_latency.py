@@ -20,7 +20,6 @@ absolute pixel error and correlation against the originals (and for a plain box 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
+from utkface_core import runs  # noqa: E402
 from utkface_core.inference import export, prediction  # noqa: E402
 
 REFERENCE_FACE = "34_0_0_20170117190336724.jpg.chip.jpg"
@@ -100,10 +100,9 @@ def load(run_dir: str | None, preset: str):
     """Return (model, image_size, age_mae, description)."""
     if run_dir:
         run = Path(run_dir)
-        config = json.loads((run / "config.json").read_text())
-        metrics_path = run / "metrics.json"
-        mae = json.loads(metrics_path.read_text()).get("age_mae") if metrics_path.is_file() else None
-        model = prediction.load_model_cached(run / "model.keras")
+        config = runs.read_config(run, require=("image_size",))
+        mae = (runs.read_metrics(run) or {}).get("age_mae")
+        model = prediction.load_model_cached(runs.model_path(run))
         return model, int(config["image_size"]), mae, f"run {run}"
     try:
         from utkface_core.training.model import build_model
@@ -152,7 +151,7 @@ def naive_predict(detector, model, image: np.ndarray, size: int):
 def onnx_engine(run_dir: str | None, model):
     """Return (OnnxModel, per-head max abs difference from Keras) for the benchmarked model."""
     if run_dir:
-        result = export.export_model(Path(run_dir) / "model.keras", "onnx")
+        result = export.export_model(runs.model_path(run_dir), "onnx")
         return prediction.OnnxModel(result.data), result.max_abs_diff
     data = export.to_onnx(model)
     return prediction.OnnxModel(data), export.parity(model, data, "onnx")

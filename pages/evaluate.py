@@ -255,7 +255,7 @@ if tab_class.open:
         )
         for column, evaluation, p in side_by_side():
             with column:
-                for head_name in ("gender", "race"):
+                for head_name in evalcharts.CLASS_HEADS:
                     chart_key = f"eval_{p}_cm_{head_name}"
                     fig = evalcharts.confusion_heatmap(evaluation, head_name, normalized=normalized)
                     if p == "a":

@@ -33,7 +33,7 @@ if not all_runs:
 
 top_left, top_right = st.columns([3, 2])
 run = pick_run(top_left, "run", "Model (training run)", all_runs)
-model_path = run.path / "model.keras"
+model_path = run.model_path
 model_key = f"{model_path}:{model_mtime(run)}"
 image_size = int(run.config.get("image_size", 64))
 age_mae = (run.metrics or {}).get("age_mae")

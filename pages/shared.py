@@ -184,17 +184,17 @@ def run_app() -> None:
         for item in pages:
             st.page_link(item)
     data_sidebar()
-    link_slot = st.sidebar.empty()
-    # Drawn first from the widgets the page linked in its previous run (a page that calls st.stop()
-    # ends the run: nothing can be drawn after that), then again once the page has run.
+    link_box = copy_link(st.sidebar)
+    # The link is written first from the widgets the page linked in its previous run (a page that calls
+    # st.stop() ends the run: nothing can be drawn after that), then again once the page has run.
     known = st.session_state.get("_link_keys", {}).get(page.url_path, {})
-    copy_link(link_slot, known, key="copy_link_early")
+    link_box.code(page_link_url(known), language=None, wrap_lines=True)
     _RUN.in_shell, _RUN.page, _RUN.pins = True, page.url_path, {}
     try:
         page.run()
     finally:
         _RUN.in_shell = False
-    copy_link(link_slot, _RUN.pins)
+    link_box.code(page_link_url(_RUN.pins), language=None, wrap_lines=True)
 
 
 def ensure_shell() -> None:
@@ -258,13 +258,17 @@ def page_link_url(linked: dict[str, Callable[[Any], Any]] | None = None) -> str:
     return f"{base}?{query}" if query else base
 
 
-def copy_link(container: Any, linked: dict[str, Callable[[Any], Any]] | None = None, *, key: str = "copy_link") -> None:
-    """A "Copy link" popover with the page's shareable link (the code box has a copy button)."""
+def copy_link(container: Any) -> Any:
+    """A "Copy link" popover; returns the slot in it where the caller writes the link (an ``st.code`` box).
+
+    One popover per run, with a fixed key, whose link is rewritten in place: a rerun that lands while it is
+    open (a widget change, a timer) leaves it open. Replacing the popover itself during a run would close it.
+    """
     with container.popover(
-        "Copy link", icon=":material/link:", help="A link that reopens this page as you see it", key=key
+        "Copy link", icon=":material/link:", help="A link that reopens this page as you see it", key="copy_link"
     ):
         st.caption("Opens this page with the same data source, filters, tab and selected runs:")
-        st.code(page_link_url(linked), language=None, wrap_lines=True)
+        return st.empty()
 
 
 def data_sidebar() -> None:
@@ -517,11 +521,8 @@ def upload_problem(name: str, size: int, limit_mb: int = MAX_UPLOAD_MB) -> str |
 
 
 def model_mtime(run: Any) -> int:
-    """Modification time (ns) of a run's model.keras: part of every cache key, so a retrained model is reloaded."""
-    try:
-        return (run.path / "model.keras").stat().st_mtime_ns
-    except OSError:
-        return 0
+    """Modification time (ns) of a run's model: part of every cache key, so a retrained model is reloaded."""
+    return run.model_mtime_ns()
 
 
 # --- ownership of jobs and runs --------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pages.shared import current_data, is_admin, job_progress, link_widgets, own
 from utkface_core import jobs, sweep
 from utkface_core.config import PRESET_IMAGE_SIZE
 from utkface_core.evaluation import sweepcharts
+from utkface_core.labels import MAX_AGE
 
 MAX_TRIALS = 30
 STRATEGY_HELP = (
@@ -32,14 +33,18 @@ def _spec_from_widgets(data: str) -> sweep.SweepSpec:
     state = st.session_state
     strategy = state.get("sweep_strategy", "grid")
     by_time = state.get("sweep_mode", "time budget") == "time budget"
+    ages = state.get("sweep_ages", (10, 65))
     return sweep.SweepSpec(
         data=data,
         strategy=strategy,
         trials=int(state.get("sweep_trials", 9)),
         trial_budget_s=float(state.get("sweep_budget", 60)) if by_time else None,
         epochs=None if by_time else int(state.get("sweep_epochs", 3)),
+        min_age=int(ages[0]),
+        max_age=int(ages[1]),
         preset=state.get("sweep_preset", "fast"),
         with_auto=bool(state.get("sweep_with_auto", True)) and strategy != "auto",
+        with_tutorial=bool(state.get("sweep_with_tutorial", True)) and strategy != "auto",
         sampler=state.get("sweep_sampler", "tpe"),
         tune_learning_rate=bool(state.get("sweep_tune_lr", False)) and strategy == "optuna",
     )
@@ -147,29 +152,47 @@ def _settings() -> None:
             c4.number_input("Epochs per trial", 1, 50, value=3, step=1, key="sweep_epochs", bind="query-params")
         d1, d2, d3, d4 = st.columns(4)
         d1.selectbox("Preset", list(PRESET_IMAGE_SIZE), index=0, key="sweep_preset", bind="query-params")
+        d2.slider(
+            "Age range",
+            0,
+            MAX_AGE,
+            value=(10, 65),
+            key="sweep_ages",
+            bind="query-params",
+            help="only faces in this age range are used; the age error is scaled by its span",
+        )
         link_widgets(
             "sweep_strategy",
             "sweep_trials",
             "sweep_mode",
             "sweep_budget" if mode == "time budget" else "sweep_epochs",
             "sweep_preset",
+            "sweep_ages",
         )
-        d2.checkbox(
+        d3.checkbox(
             "Add the Auto baseline",
             value=True,
             key="sweep_with_auto",
             disabled=strategy == "auto",
             help="one more trial that learns its weights, to compare fixed mixes against",
         )
+        d3.checkbox(
+            "Add the tutorial's 2 / 1 / 1.5",
+            value=True,
+            key="sweep_with_tutorial",
+            disabled=strategy == "auto",
+            help="one more trial with the tutorial's fixed loss weights, marked on the charts",
+        )
         if strategy == "optuna":
-            d3.selectbox(
+            e1, e2, _ = st.columns([1, 1, 2])
+            e1.selectbox(
                 "Sampler",
                 list(sweep.SAMPLERS),
                 index=0,
                 key="sweep_sampler",
                 help="tpe: multi-objective TPE. nsga2: a genetic algorithm (needs more trials)",
             )
-            d4.checkbox("Also tune the learning rate", value=False, key="sweep_tune_lr")
+            e2.checkbox("Also tune the learning rate", value=False, key="sweep_tune_lr")
 
 
 def _results(folder: Path) -> None:
@@ -300,6 +323,10 @@ def render_sweep_tab() -> None:
     @st.fragment(run_every=2.0 if active else None)
     def live() -> None:
         current = _shown_sweep(owner, admin)
+        if active and (current is None or not current.active):
+            # The sweep ended: rerun the whole tab once, or its Start/Stop buttons (outside this fragment) stay stale
+            # and this fragment keeps refreshing every 2 s.
+            st.rerun(scope="app")
         if current is not None:
             job_progress(current, mine=current.owner == owner)
         folders = _sweep_folders()
@@ -309,6 +336,11 @@ def render_sweep_tab() -> None:
         mine = Path(str((current.spec.get("args") or {}).get("sweep_dir"))) if current is not None else None
         names = [p.name for p in folders]
         default = names.index(mine.name) if mine is not None and mine.name in names else 0
+        if mine is not None and mine.name in names and st.session_state.get("_sweep_followed") != mine.name:
+            # A keyed selectbox keeps its value when options are added: show the shown sweep once its folder
+            # appears, then leave the choice to the visitor.
+            st.session_state["_sweep_followed"] = mine.name
+            st.session_state["sweep_pick"] = mine.name
         picked = st.selectbox("Sweep", names, index=default, key="sweep_pick")
         _results(sweep.sweeps_dir() / picked)
 

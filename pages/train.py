@@ -23,13 +23,14 @@ from pages.shared import (
 from pages.sweep_tab import render_sweep_tab
 from utkface_core import jobs, runs
 from utkface_core.config import PRESET_BATCH_SIZE, PRESET_IMAGE_SIZE, TrainConfig
-from utkface_core.labels import MAX_AGE
+from utkface_core.labels import HEADS, MAX_AGE
 from utkface_core.limits import clamp_train_config
 from utkface_core.training import charts
-from utkface_core.training.lossweights import DEFAULT_WEIGHTS, HEADS
 from utkface_core.workflow import start_training_job
 
 PRESET_BATCH_TEXT = "preset default"
+# A training's starting weights by default (the tutorial's), from the config: this page never loads TensorFlow.
+DEFAULT_WEIGHTS = TrainConfig().loss_weights
 
 ensure_shell()
 st.title("Train a multi-task model")

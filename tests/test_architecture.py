@@ -9,7 +9,7 @@ import pytest
 
 CORE = Path(__file__).resolve().parents[1] / "utkface_core"
 
-FOUNDATION = {"labels", "config", "paths", "limits", "access", "runs", "janitor"}
+FOUNDATION = {"labels", "config", "paths", "limits", "access", "runs", "janitor", "files"}
 ORCHESTRATION = {"jobs", "workflow", "worker", "sweep", "cli", "__main__", "__init__"}
 SUBPACKAGES = ("data", "inference", "training", "evaluation")
 

@@ -76,3 +76,37 @@ def test_only_the_newest_finished_jobs_are_kept():
     ids = [j.id for j in reg.jobs()]
     assert first[0].id not in ids
     assert len(ids) == 3
+
+
+def test_checking_a_sliders_weights_never_loads_tensorflow_into_the_app_server():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from utkface_core import jobs; from utkface_core.config import check_loss_weights; "
+        "check_loss_weights({'age': 1, 'gender': 0.5, 'race': 2.0}, complete=True); "
+        "print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_check_loss_weights_names_the_bad_head_or_value():
+    import pytest
+
+    from utkface_core.config import LossWeightsError, check_loss_weights
+
+    assert check_loss_weights({"age": 1, "gender": 0.5, "race": 2}, complete=True) == {
+        "age": 1.0,
+        "gender": 0.5,
+        "race": 2.0,
+    }
+    with pytest.raises(LossWeightsError, match="unknown heads"):
+        check_loss_weights({"beard": 1.0})
+    with pytest.raises(LossWeightsError, match="need all heads"):
+        check_loss_weights({"age": 1.0}, complete=True)
+    with pytest.raises(LossWeightsError, match="must be a number"):
+        check_loss_weights({"age": "1"})
+    with pytest.raises(LossWeightsError, match="finite and >= 0"):
+        check_loss_weights({"age": float("nan")})

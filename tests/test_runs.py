@@ -200,3 +200,50 @@ def test_events_are_appended_and_read_incrementally(tmp_path):
         handle.write(' written"}\nnot json\n')
     events, _ = runs.read_events(tmp_path, offset)
     assert [e["kind"] for e in events] == ["half written"]
+
+
+def test_run_file_paths_come_from_the_run_folder(root):
+    run = _finished_run(root, "r")
+    info = load_run(run)
+    assert info.model_path == runs.model_path(run) == run / runs.MODEL_FILE
+    assert info.split_path == runs.split_path(run) == run / runs.SPLIT_FILE
+    assert info.model_mtime_ns() == 0 and not info.has_model
+    info.model_path.write_bytes(b"model")
+    assert info.model_mtime_ns() == info.model_path.stat().st_mtime_ns > 0
+
+
+def test_read_config_returns_it_and_names_what_is_wrong(root, tmp_path):
+    run = _finished_run(root, "r")
+    assert runs.read_config(run, require=("image_size",))["image_size"] == 64
+    with pytest.raises(RunError, match="not a training run folder: config.json is missing"):
+        runs.read_config(tmp_path / "nowhere")
+    with pytest.raises(RunError, match="has no 'seed'.*retrain"):
+        runs.read_config(run, require=("seed",))
+    runs.config_path(run).write_text("{not json")
+    with pytest.raises(RunError, match="cannot read .*config.json.*damaged"):
+        runs.read_config(run)
+    runs.config_path(run).write_text("[1, 2]")
+    with pytest.raises(RunError, match="must hold a JSON object"):
+        runs.read_config(run)
+
+
+def test_read_metrics_is_none_when_missing_or_damaged(root):
+    run = _finished_run(root, "r")
+    assert runs.read_metrics(run) == {"age_mae": 6.1, "n": 10}
+    (run / runs.METRICS_FILE).write_text("{half")
+    assert runs.read_metrics(run) is None
+    (run / runs.METRICS_FILE).unlink()
+    assert runs.read_metrics(run) is None
+
+
+def test_read_split_checks_the_file_and_its_columns(root):
+    run = _finished_run(root, "r")
+    with pytest.raises(RunError, match="split.csv is missing"):
+        runs.read_split(run)
+    runs.split_path(run).write_text("path,age,split\na.jpg,30,test\n")
+    assert runs.read_split(run, columns=("path", "split"))["split"].tolist() == ["test"]
+    with pytest.raises(RunError, match=r"lacks column\(s\) \['race'\]"):
+        runs.read_split(run, columns=("path", "race"))
+    runs.split_path(run).write_bytes(b"")
+    with pytest.raises(RunError, match="cannot read .*damaged"):
+        runs.read_split(run)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utkface_core.data.splits import filter_frame, load_split, save_split, split_frame
+from utkface_core.data.splits import filter_frame, split_frame
 
 
 @pytest.fixture
@@ -85,15 +85,3 @@ def test_split_rejects_unknown_method_and_tiny_frames(frame):
         split_frame(frame, method="random")
     with pytest.raises(ValueError, match="at least 10"):
         split_frame(frame.head(5))
-
-
-def test_saved_split_round_trips(frame, tmp_path):
-    split = split_frame(frame, seed=2)
-    table = load_split(save_split(frame, split, tmp_path / "split.csv"))
-    assert (table["split"].to_numpy() == split.to_numpy()).all()
-
-
-def test_load_split_rejects_other_csv(tmp_path):
-    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="not a split file"):
-        load_split(tmp_path / "x.csv")

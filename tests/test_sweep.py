@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import REPO, write_jpeg
 from utkface_core import runs, sweep
 from utkface_core.cli import main
+from utkface_core.labels import HEADS
 from utkface_core.sweep import (
     SweepError,
     SweepSpec,
@@ -557,3 +558,41 @@ def test_start_sweep_job_applies_the_public_limits_and_records_the_owner(app_dir
         assert not jobs.request_stop(job, "bob") and jobs.request_stop(job, "alice")
     finally:
         runs.write_status(job.dir, "stopped", "test over")
+
+
+# --- the tutorial's weights as a baseline trial ----------------------------------------------------------------
+
+
+def test_tutorial_fractions_are_the_tutorials_weights_on_the_simplex():
+    fractions = sweep.tutorial_fractions()
+    assert np.allclose(fractions, [2 / 4.5, 1 / 4.5, 1.5 / 4.5]) and np.isclose(sum(fractions), 1.0)
+
+
+def test_with_tutorial_plans_one_more_trial_at_the_tutorials_weights(tmp_path):
+    planner = sweep._Planner(SweepSpec(trials=3, with_tutorial=True), tmp_path, "id")
+    plans = []
+    while (plan := planner.next_plan()) is not None:
+        plans.append(plan)
+    assert len(plans) == 4  # the 3 grid points of a 3-trial simplex grid + the tutorial's weights
+    tutorial = [p for p in plans if p["point"] == sweep.TUTORIAL_POINT]
+    assert len(tutorial) == 1 and tutorial[0]["mode"] == "fixed"
+    assert np.allclose([tutorial[0]["fractions"][h] for h in HEADS], sweep.tutorial_fractions())
+
+
+def test_with_tutorial_must_be_a_bool():
+    with pytest.raises(SweepError, match="with_tutorial"):
+        SweepSpec(with_tutorial="yes").validate()
+
+
+def test_public_mode_drops_the_baselines_before_the_last_fixed_mix():
+    spec, _ = sweep.clamp_sweep_spec(
+        SweepSpec(trials=9, trial_budget_s=300.0, with_auto=True, with_tutorial=True), "public"
+    )
+    assert spec.trials == 1 and not spec.with_tutorial and not spec.with_auto  # 5 minutes: one 300 s trial
+
+
+def test_the_charts_name_the_same_tutorial_trial_as_the_sweep():
+    from utkface_core.evaluation import sweepcharts
+
+    assert sweepcharts.TUTORIAL_POINT == sweep.TUTORIAL_POINT
+    assert np.allclose(sweepcharts.TUTORIAL_FRACTIONS, sweep.tutorial_fractions())

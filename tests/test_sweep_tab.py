@@ -12,10 +12,10 @@ def _tab_script():
     render_sweep_tab()
 
 
-def _trial(folder, name, weights, val, state="completed"):
+def _trial(folder, name, weights, val, state="completed", point=None):
     path = folder / "trials" / name
     path.mkdir(parents=True)
-    runs.write_json_atomic(path / sweep.TRIAL_FILE, {"mode": "fixed", "fractions": weights, "point": name})
+    runs.write_json_atomic(path / sweep.TRIAL_FILE, {"mode": "fixed", "fractions": weights, "point": point or name})
     runs.write_json_atomic(path / runs.CONFIG_FILE, {"preset": "fast", "image_size": 48})
     runs.write_json_atomic(path / runs.STATUS_FILE, {"state": state, "message": ""})
     mae, gender, race = val
@@ -120,7 +120,8 @@ def test_starting_a_sweep_records_the_owner_names_no_folder_and_shows_public_lim
     [(spec, owner, label)] = started
     assert owner == at.session_state["_owner_token"]
     assert spec.trials == 9 and str(app_dir) not in label and "secret-folder" not in label
-    assert sweep.clamp_sweep_spec(spec)[0].trials == 4  # start_sweep_job applies the same caps
+    clamped = sweep.clamp_sweep_spec(spec)[0]  # start_sweep_job applies the same caps
+    assert clamped.trials == 3 and clamped.with_auto and clamped.with_tutorial  # 3 mixes + 2 baselines: 5 min
 
 
 def test_a_clicked_scatter_point_names_its_trial(hand_sweep):
@@ -133,3 +134,67 @@ def test_a_clicked_scatter_point_names_its_trial(hand_sweep):
     assert clicked_trial(frame, {"selection": {"points": [{"x": 1.0, "y": 0.5}]}}) is None
     assert clicked_trial(frame, {"selection": {"points": []}}) is None
     assert clicked_trial(frame, None) is None
+
+
+def test_the_age_range_slider_reaches_the_started_sweep(app_dir, monkeypatch):
+    from types import SimpleNamespace
+
+    import pages.sweep_tab as tab
+
+    started = []
+    source = SimpleNamespace(synthetic=True, path=app_dir / "demo", label="demo")
+    monkeypatch.setattr(tab, "current_data", lambda: (source, SimpleNamespace(frame=[1, 2, 3])))
+    monkeypatch.setattr(tab.sweep, "start_sweep_job", lambda spec, owner, label: started.append(spec))
+    at = AppTest.from_function(_tab_script, default_timeout=60).run()
+    assert at.slider(key="sweep_ages").value == (10, 65)
+    at.slider(key="sweep_ages").set_range(20, 40).run()
+    at.button(key="sweep_start").click().run()
+    assert not at.exception
+    [spec] = started
+    assert (spec.min_age, spec.max_age) == (20, 40)
+
+
+def test_the_sweep_list_follows_a_newly_started_sweep_once(hand_sweep):
+    from utkface_core import jobs
+
+    at = AppTest.from_function(_tab_script, default_timeout=60).run()
+    assert at.selectbox(key="sweep_pick").value == hand_sweep.name
+    newer = sweep.sweeps_dir() / "20260101-130000-grid-def456"
+    newer.mkdir()
+    runs.write_json_atomic(
+        newer / sweep.SPEC_FILE, {"id": "def", "spec": sweep.SweepSpec().to_dict(), "fingerprint": "f"}
+    )
+    mine = jobs.submit_job("sweep", {"sweep_dir": str(newer)}, at.session_state["_owner_token"], spawn=False)
+    try:
+        at.run()
+        assert not at.exception
+        assert at.selectbox(key="sweep_pick").value == newer.name  # not the sweep picked before the start
+        at.selectbox(key="sweep_pick").set_value(hand_sweep.name).run()
+        assert at.selectbox(key="sweep_pick").value == hand_sweep.name  # the visitor's own choice then stays
+    finally:
+        runs.write_status(mine.dir, "stopped", "test over")
+
+
+def test_the_charts_mark_the_tutorial_trial_and_the_tutorials_weights(hand_sweep):
+    from utkface_core.evaluation import sweepcharts
+
+    tutorial = {"age": 2 / 4.5, "gender": 1 / 4.5, "race": 1.5 / 4.5}
+    _trial(hand_sweep, "trial-003", tutorial, (8.0, 0.86, 0.63), point=sweep.TUTORIAL_POINT)
+    result = sweep.load_sweep(hand_sweep)
+    scatter = sweepcharts.pareto_scatter(result)
+    names = {trace.name for trace in scatter.data}
+    assert sweepcharts.TUTORIAL_LABEL in names and "Pareto-optimal" in names and "dominated" in names
+    marked = next(t for t in scatter.data if t.name == sweepcharts.TUTORIAL_LABEL)
+    assert list(marked.x) == [8.0] and marked.marker.symbol == "square"
+    ternary = sweepcharts.weights_ternary(result)
+    reference = [t for t in ternary.data if t.name.startswith("tutorial's 2 / 1 / 1.5")]
+    assert len(reference) == 1 and abs(reference[0].a[0] - 2 / 4.5) < 1e-9
+
+
+def test_the_charts_mark_the_auto_trial(hand_sweep):
+    from utkface_core.evaluation import sweepcharts
+
+    frame = sweepcharts.trials_frame(sweep.load_sweep(hand_sweep))
+    frame.loc[0, "mode"] = "auto"
+    marked = sweepcharts._completed(frame)
+    assert marked.loc[0, "set"] == sweepcharts.AUTO_LABEL and marked.loc[1, "set"] == "Pareto-optimal"

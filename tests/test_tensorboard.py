@@ -7,12 +7,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.util.tensor_util import make_ndarray  # noqa: E402
 
+from tests.models import tiny_training_data  # noqa: E402
 from utkface_core.config import TrainConfig  # noqa: E402
 from utkface_core.training.tensorboard_log import LOG_DIR, TensorBoardLog, scalar_tag  # noqa: E402
 from utkface_core.training.trainer import train  # noqa: E402
@@ -90,19 +90,7 @@ def test_callback_writes_per_head_scalars_weights_and_learning_rate(tmp_path):
 
 def test_training_run_folder_has_readable_event_files(tmp_path, monkeypatch):
     monkeypatch.setattr("utkface_core.training.model.FAST_STAGES", ((8, 1), (16, 1)))
-    rng = np.random.default_rng(0)
-    n = 36
-    images = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
-    frame = pd.DataFrame(
-        {
-            "path": [f"/d/{i}.jpg" for i in range(n)],
-            "file": [f"{i}.jpg" for i in range(n)],
-            "age": rng.integers(10, 66, n),
-            "gender": rng.integers(0, 2, n),
-            "race": rng.integers(0, 5, n),
-        }
-    )
-    split = pd.Series(["train"] * 24 + ["valid"] * 6 + ["test"] * 6, index=frame.index)
+    images, frame, split = tiny_training_data((24, 6, 6), SIZE, folder="/d/")
     config = TrainConfig(
         image_size=SIZE,
         epochs=2,

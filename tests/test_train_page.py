@@ -1,10 +1,14 @@
 """AppTest checks of the Train page: options bound to the URL, a tiny run in a worker process, live weights."""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import REPO
 from tests.waits import wait_until
 from utkface_core import jobs, runs
 from utkface_core.labels import HEADS
@@ -80,6 +84,9 @@ def test_tiny_training_runs_in_a_worker_takes_live_weights_and_is_listed(demo_ru
     assert job is not None and job.owner == at.session_state["_owner_token"]
     assert runs.load_run(job.dir).state in ("preparing", "queued", "running")  # listed at once, never "broken"
     wait_until(lambda: jobs.load_job(job.dir).phase in ("training", "validating"), "training to start")
+    # The worker records its time to first batch (from the Start click) for the page and the benchmark.
+    (first,) = [e for e in runs.read_events(job.dir)[0] if e.get("kind") == "first_batch"]
+    assert 0 < first["since_worker_start_s"] < first["since_submit_s"]
     at.slider(key="train_w_gender").set_value(0.5).run()  # a live change reaches the worker
     wait_until(
         lambda: (jobs.weights_in_force(jobs.load_job(job.dir)) or {}).get("gender") == 0.5,
@@ -190,3 +197,23 @@ def test_train_page_names_no_server_path_and_shows_the_limit_notes(monkeypatch):
     texts = [c.value for c in at.caption] + [m.value for m in at.markdown] + [i.value for i in at.info]
     assert not [t for t in texts if str(runs_dir()) in t]
     assert any("Training time limited to 1 minutes" in t for t in texts)  # 2 minutes asked by default
+
+
+def test_the_train_page_draws_without_importing_tensorflow(app_dir):
+    # Importing TensorFlow takes seconds: a switch to the Train page must not pay it (issue 7: within 1 s).
+    code = textwrap.dedent(
+        """
+        import sys
+        from streamlit.testing.v1 import AppTest
+        at = AppTest.from_file("streamlit_app.py", default_timeout=180)
+        at.run()
+        at.switch_page("pages/train.py").run()
+        assert not at.exception and at.slider(key="train_w_age").value == 2.0, at.exception
+        print(sorted(name for name in ("tensorflow", "keras") if name in sys.modules))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

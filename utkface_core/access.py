@@ -11,6 +11,7 @@ Two modes (``UTKFACE_MODE`` or ``[utkface] mode`` in .streamlit/config.toml; pri
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -22,6 +23,7 @@ from collections import deque
 from pathlib import Path
 
 from utkface_core import paths as app_paths
+from utkface_core.files import write_bytes_atomic
 
 PRIVATE = "private"
 PUBLIC = "public"
@@ -223,16 +225,8 @@ def server_secret() -> bytes:
                 return data
         except FileNotFoundError:
             pass
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(os.urandom(32))
-        try:
-            os.link(tmp, path)  # never replaces a secret another process wrote first
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
+        with contextlib.suppress(FileExistsError):  # never replaces a secret another process wrote first
+            write_bytes_atomic(path, os.urandom(32), mode=0o600, exclusive=True)
         return path.read_bytes()
 
 

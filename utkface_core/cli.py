@@ -246,23 +246,23 @@ def _face_line(face: dict) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
+    from utkface_core import runs
     from utkface_core.inference.prediction import NO_FACE_MESSAGE, load_model_cached, predict_image, to_json
 
     run_dir = _run_folder(args.run_dir)
-    config_path = run_dir / "config.json"
+    config = runs.read_config(run_dir, require=("image_size",))
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
         image_size = int(config["image_size"])
-    except FileNotFoundError:
-        raise ValueError(f"{run_dir} is not a training run folder: config.json is missing") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"cannot read the image size from {config_path} ({exc}); the run folder is damaged") from None
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"cannot read the image size from {runs.config_path(run_dir)} ({exc}); the run folder is damaged"
+        ) from None
     age_mae = None
     try:
-        age_mae = float(json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["age_mae"])
-    except (OSError, ValueError, KeyError, TypeError):
+        age_mae = float((runs.read_metrics(run_dir) or {})["age_mae"])
+    except (ValueError, KeyError, TypeError):
         age_mae = None  # without held-out metrics the age band only reflects the mirrored-pass spread
-    model = load_model_cached(run_dir / "model.keras", engine=args.engine)
+    model = load_model_cached(runs.model_path(run_dir), engine=args.engine)
     results = []
     for image in args.images:
         try:
@@ -318,6 +318,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         tune_learning_rate=args.tune_lr,
         with_auto=args.with_auto,
+        with_tutorial=args.with_tutorial,
         min_weight=args.min_weight,
         storage=args.storage,
         backend=args.backend,
@@ -494,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe", help="optuna strategy: sampler (default tpe)")
     p.add_argument("--tune-lr", action="store_true", help="optuna strategy: also search the learning rate")
     p.add_argument("--with-auto", action="store_true", help="add the learned-weights (Auto) baseline as one more trial")
+    p.add_argument(
+        "--with-tutorial", action="store_true", help="add the tutorial's fixed 2/1/1.5 weights as one more trial"
+    )
     p.add_argument("--min-weight", type=float, default=0.05, help="smallest fraction any head gets (default 0.05)")
     p.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL (default: SQLite in SWEEP_DIR)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="run trials here or as Ray tasks")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,43 @@ PRESET_LEARNING_RATE: dict[str, float] = {"fast": 4.2e-3, "fast-v1": 3e-3, "tuto
 # 85/5/10, train on train, choose settings on valid; final: the same partition, trained on train + valid.
 SPLIT_METHODS: tuple[str, ...] = ("tutorial", "stratified", "select", "final")
 STRATEGIES: tuple[str, ...] = ("default", "mirrored")
+# Age losses: L1 ("mae"), Huber and MSE on one sigmoid unit (age scaled to 0..1); "dldl": a softmax over one bin
+# per year trained on a Gaussian label distribution, its expectation being the age (utkface_core/training/model.py).
+AGE_LOSSES: tuple[str, ...] = ("mae", "huber", "mse", "dldl")
 # The tutorial weighs age 2, race 1.5, gender 1.
 TUTORIAL_LOSS_WEIGHTS: dict[str, float] = {"age": 2.0, "gender": 1.0, "race": 1.5}
 
 
 class ConfigError(ValueError):
     """A training configuration value is invalid; the message names the field and what to do."""
+
+
+class LossWeightsError(ValueError):
+    """A loss weight was invalid (unknown head, negative or non-finite value)."""
+
+
+def check_loss_weights(weights: dict[str, Any], complete: bool = False) -> dict[str, float]:
+    """Return ``weights`` as floats, or raise LossWeightsError naming the bad head or value.
+
+    Lives here, not in training.lossweights, so the app can check a slider's weights without loading TensorFlow.
+    ``complete`` asks for every head.
+    """
+    if not isinstance(weights, dict):
+        raise LossWeightsError(f"loss weights must be a dict like {TUTORIAL_LOSS_WEIGHTS} or 'auto', got {weights!r}")
+    unknown = sorted(set(weights) - set(HEADS))
+    if unknown:
+        raise LossWeightsError(f"unknown heads {unknown} in loss weights: the heads are {list(HEADS)}")
+    if complete and set(weights) != set(HEADS):
+        raise LossWeightsError(f"loss weights need all heads {list(HEADS)}, got {sorted(weights)}")
+    out = {}
+    for head, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise LossWeightsError(f"loss weight for {head!r} must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value) or value < 0:
+            raise LossWeightsError(f"loss weight for {head!r} must be finite and >= 0, got {value}")
+        out[head] = value
+    return out
 
 
 def _default_loss_weights() -> dict[str, float]:
@@ -50,6 +82,8 @@ class TrainConfig:
     early_stopping_patience: int | None = 8  # epochs without validation improvement; None: off
     augment: bool = True
     strategy: str = "default"
+    age_loss: str | None = None  # None: the preset's (see AGE_LOSSES)
+    mixup_alpha: float | None = None  # mixup of training batches, Beta(alpha, alpha); 0: off; None: the preset's
     data_source: str = ""
     data_fingerprint: str = ""
 
@@ -121,6 +155,10 @@ class TrainConfig:
             raise bad("augment", "use True or False")
         if self.strategy not in STRATEGIES:
             raise bad("strategy", f"choose one of {list(STRATEGIES)}")
+        if self.age_loss is not None and self.age_loss not in AGE_LOSSES:
+            raise bad("age_loss", f"choose one of {list(AGE_LOSSES)}, or None for the preset default")
+        if self.mixup_alpha is not None and (not is_number(self.mixup_alpha) or not 0 <= self.mixup_alpha < 100):
+            raise bad("mixup_alpha", "use a number in [0, 100) (0 turns mixup off; 0.2 is typical), or None")
         if not isinstance(self.data_source, str):
             raise bad("data_source", "use a string (a folder path or 'demo')")
         if not isinstance(self.data_fingerprint, str):

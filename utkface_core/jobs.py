@@ -482,9 +482,9 @@ def set_live_weights(
         return False
     changes: dict[str, Any] = {}
     if weights is not None:
-        from utkface_core.training.lossweights import LossWeights
+        from utkface_core.config import check_loss_weights
 
-        changes["weights"] = LossWeights._checked(dict(weights), complete=True)
+        changes["weights"] = check_loss_weights(dict(weights), complete=True)
     if auto is not None:
         changes["auto"] = bool(auto)
     if changes:

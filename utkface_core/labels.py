@@ -1,4 +1,4 @@
-"""Label vocabulary of UTKFace: class names and value ranges."""
+"""Label vocabulary of UTKFace: heads, class names, value ranges and split names."""
 
 from __future__ import annotations
 
@@ -6,18 +6,10 @@ from __future__ import annotations
 HEADS: tuple[str, ...] = ("age", "gender", "race")
 GENDERS: tuple[str, ...] = ("male", "female")
 RACES: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")
+# The splits a run folder's split.csv assigns each image to.
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
 MIN_AGE = 0
 MAX_AGE = 116
 # The tutorial trains on ages 10-65.
 DEFAULT_AGE_RANGE: tuple[int, int] = (10, 65)
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-
-
-def gender_name(code: int) -> str:
-    """Return the class name of a gender code (0 male, 1 female)."""
-    return GENDERS[code]
-
-
-def race_name(code: int) -> str:
-    """Return the class name of a race code (0-4)."""
-    return RACES[code]

@@ -27,12 +27,3 @@ def runs_dir() -> Path:
     path = Path(root).expanduser().resolve() if root else app_data_dir() / "runs"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def utkface_dir() -> Path | None:
-    """Return the folder named by ``UTKFACE_DIR`` if it is set and exists, else None."""
-    root = os.environ.get("UTKFACE_DIR")
-    if not root:
-        return None
-    path = Path(root).expanduser()
-    return path if path.is_dir() else None

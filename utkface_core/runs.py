@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from utkface_core.files import TEMP_PATTERN, make_temp_dir, sweep_stale_temp, write_text_atomic
 from utkface_core.paths import runs_dir
 
 STATES: tuple[str, ...] = ("preparing", "queued", "running", "completed", "stopped", "failed")
@@ -37,6 +38,7 @@ SPLIT_FILE = "split.csv"
 JOB_FILE = "job.json"
 EVENTS_FILE = "events.jsonl"
 CONTROL_FILE = "control.json"
+ERROR_FILE = "error.log"
 TRASH_DIR = ".trash"
 # A worker writes its heartbeat every second or so; this much silence means it is gone (or frozen).
 HEARTBEAT_STALE_S = 45.0
@@ -64,6 +66,90 @@ class RunInfo:
     has_model: bool = False
     owner: str | None = None  # opaque token of whoever started it; never displayed
     status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_path(self) -> Path:
+        """The run's saved model (``model.keras``; it may not exist yet, see ``has_model``)."""
+        return model_path(self.path)
+
+    @property
+    def split_path(self) -> Path:
+        """The run's saved split (``split.csv``: one row per image, with its labels and split name)."""
+        return split_path(self.path)
+
+    def model_mtime_ns(self) -> int:
+        """Modification time (ns) of the model file, 0 when there is none: keys caches of a retrained model."""
+        try:
+            return self.model_path.stat().st_mtime_ns
+        except OSError:
+            return 0
+
+
+def model_path(run_dir: str | Path) -> Path:
+    """Path of a run folder's saved model (``model.keras``)."""
+    return Path(run_dir) / MODEL_FILE
+
+
+def split_path(run_dir: str | Path) -> Path:
+    """Path of a run folder's saved split (``split.csv``)."""
+    return Path(run_dir) / SPLIT_FILE
+
+
+def config_path(run_dir: str | Path) -> Path:
+    """Path of a run folder's ``config.json``."""
+    return Path(run_dir) / CONFIG_FILE
+
+
+def read_config(run_dir: str | Path, require: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The run's ``config.json`` as a dict holding every key in ``require``.
+
+    RunError names the file and what to do when it is missing (not a run folder), unreadable or incomplete.
+    """
+    run_dir = Path(run_dir)
+    path = config_path(run_dir)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{run_dir} is not a training run folder: {CONFIG_FILE} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"cannot read {path}: {exc}; the run folder is damaged, retrain the run") from None
+    if not isinstance(config, dict):
+        raise RunError(f"{path} must hold a JSON object; the run folder is damaged, retrain the run")
+    missing = [key for key in require if key not in config]
+    if missing:
+        raise RunError(f"{path} has no {', '.join(map(repr, missing))}; the run folder is damaged, retrain the run")
+    return config
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's held-out test metrics (``metrics.json``) as a dict; None when missing, unreadable or not an object."""
+    metrics = _read_json(Path(run_dir) / METRICS_FILE)[0]
+    return metrics if isinstance(metrics, dict) else None
+
+
+def write_split(run_dir: str | Path, frame: pd.DataFrame) -> Path:
+    """Save the run's split (``split.csv``) atomically: one row per image, its labels and its split name."""
+    return write_text_atomic(split_path(run_dir), frame.to_csv(index=False))
+
+
+def write_error(run_dir: str | Path, text: str) -> Path:
+    """Save a failed job's traceback (``error.log``) beside its status, for the operator."""
+    return write_text_atomic(Path(run_dir) / ERROR_FILE, text, fsync=False)
+
+
+def read_split(run_dir: str | Path, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The run's saved split (``split.csv``), with at least ``columns``; RunError says what is wrong otherwise."""
+    path = split_path(run_dir)
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing: the run saved no split") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunError(f"cannot read {path}: {exc}; the run folder is damaged") from None
+    missing = sorted(set(columns) - set(frame.columns))
+    if missing:
+        raise RunError(f"{path} lacks column(s) {missing}; the run folder is damaged")
+    return frame
 
 
 def _root(root: str | Path | None) -> Path:
@@ -101,14 +187,7 @@ def create_run_dir(root: str | Path | None = None, name: str | None = None) -> P
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """Write ``data`` as JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=_json_default)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:
@@ -225,7 +304,7 @@ def load_run(run_dir: str | Path) -> RunInfo:
     except OSError as exc:
         info.error = f"run folder is unreadable ({exc})"
         return info
-    info.has_model = (path / MODEL_FILE).is_file()
+    info.has_model = model_path(path).is_file()
     problems = []
     config, err = _read_json(path / CONFIG_FILE)
     if isinstance(config, dict):
@@ -336,35 +415,23 @@ def sweep_temp(root: str | Path | None = None, keep_s: float = TEMP_KEEP_S, now:
     """
     base = _root(root)
     now = time.time() if now is None else now
-    removed = 0
-    candidates = [p for p in base.glob(".tmp-*")]
+    # ".tmp-*": job folders half-made by versions that named them so.
+    removed = sweep_stale_temp(base, ".tmp-*", keep_s, now=now) + sweep_stale_temp(base, TEMP_PATTERN, keep_s, now=now)
     for run in base.iterdir() if base.is_dir() else []:
-        if run.is_dir() and not run.name.startswith("."):
-            candidates += [p for p in run.glob(".*.tmp-*")]
-    for path in candidates:
-        try:
-            if now - path.lstat().st_mtime <= keep_s:
-                continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            removed += 1
-        except OSError:
-            continue
+        if run.is_dir() and not run.is_symlink() and not run.name.startswith("."):
+            removed += sweep_stale_temp(run, TEMP_PATTERN, keep_s, now=now)
     return removed
 
 
 def create_job_dir(root: str | Path | None, name: str | None, files: dict[str, Any]) -> Path:
     """Create a new run/job folder that appears complete: ``files`` (name -> JSON data) are written first.
 
-    The folder is assembled under a hidden ``.tmp-`` name and renamed into place, so a listing never sees it
+    The folder is assembled under a hidden temp name and renamed into place, so a listing never sees it
     without its config and status.
     """
     base = _root(root)
     label = _run_label(name)
-    tmp = base / f".tmp-{label}-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
+    tmp = make_temp_dir(base / label)
     try:
         for file_name, data in files.items():
             write_json_atomic(tmp / file_name, data)

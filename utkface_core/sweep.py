@@ -53,6 +53,8 @@ SAMPLERS: tuple[str, ...] = ("tpe", "nsga2")
 # Trained weights are the simplex fractions times 3, so equal weights train as 1/1/1 (the loss scale the
 # presets were tuned for) and the tutorial's 2/1/1.5 sits at fractions 0.44/0.22/0.33.
 WEIGHT_SCALE = 3.0
+# The plan name of the ``with_tutorial`` baseline; charts mark its trial.
+TUTORIAL_POINT = "tutorial"
 OBJECTIVES: tuple[str, ...] = ("age_mae", "gender_accuracy", "race_accuracy")
 DIRECTIONS: tuple[str, ...] = ("minimize", "maximize", "maximize")
 FINISHED: tuple[str, ...] = ("completed", "failed")
@@ -84,6 +86,12 @@ class SweepError(ValueError):
     """A sweep request was invalid or its folder cannot be used; the message says what to do."""
 
 
+def tutorial_fractions() -> list[float]:
+    """The tutorial's fixed loss weights (2 / 1 / 1.5) as simplex fractions, in ``HEADS`` order."""
+    total = sum(TUTORIAL_LOSS_WEIGHTS[h] for h in HEADS)
+    return [TUTORIAL_LOSS_WEIGHTS[h] / total for h in HEADS]
+
+
 @dataclass
 class SweepSpec:
     """Everything that defines a sweep. Trials share data, split, seed and budget, so they are comparable."""
@@ -105,6 +113,7 @@ class SweepSpec:
     sampler: str = "tpe"  # optuna strategy: "tpe" (multi-objective TPE) or "nsga2"
     tune_learning_rate: bool = False  # optuna strategy: also search the learning rate (x0.2 .. x5, log scale)
     with_auto: bool = False  # add the learned-weights (Auto) baseline as one more trial
+    with_tutorial: bool = False  # add the tutorial's fixed 2/1/1.5 weights as one more trial
     min_weight: float = 0.05  # floor of each head's fraction, so no head goes untrained
     storage: str | None = None  # Optuna storage URL; None: sqlite:///SWEEP_DIR/study.db
     backend: str = "local"
@@ -164,8 +173,8 @@ class SweepSpec:
             )
         if self.sampler not in SAMPLERS:
             raise bad("sampler", f"choose one of {list(SAMPLERS)}")
-        if not isinstance(self.tune_learning_rate, bool) or not isinstance(self.with_auto, bool):
-            raise SweepError("sweep tune_learning_rate and with_auto must be True or False")
+        if not all(isinstance(v, bool) for v in (self.tune_learning_rate, self.with_auto, self.with_tutorial)):
+            raise SweepError("sweep tune_learning_rate, with_auto and with_tutorial must be True or False")
         if not is_number(self.min_weight) or not 0 <= self.min_weight < 1 / 3:
             raise bad("min_weight", "use a number from 0 up to (not including) 1/3")
         if self.storage is not None and (not isinstance(self.storage, str) or "://" not in self.storage):
@@ -540,6 +549,10 @@ class _Planner:
         self.points: list[tuple[str, dict]] = []
         if spec.with_auto or spec.strategy == "auto":
             self.points.append(("auto", {"mode": "auto"}))
+        if spec.with_tutorial and spec.strategy != "auto":
+            # Exactly the tutorial's mix: every fraction is above the floor, so it is not rescaled like a grid point.
+            tutorial = dict(zip(HEADS, tutorial_fractions(), strict=True))
+            self.points.append((TUTORIAL_POINT, {"mode": "fixed", "fractions": tutorial}))
         if spec.strategy == "grid":
             # Points are named by their coordinates, so a resumed sweep with more --trials keeps the ones done.
             for p in simplex_grid(spec.trials):
@@ -548,7 +561,7 @@ class _Planner:
         trained = [r["weights"] for r in finished if r["mode"] == "fixed" and r.get("optuna_trial") is None]
         for name, point in self.points:
             if point["mode"] == "fixed" and trained:
-                fractions = floored_fractions(point["grid"], spec.min_weight)
+                fractions = self._fractions(point)
                 if any(all(abs(w.get(h, -1) - fractions[h]) < 1e-6 for h in HEADS) for w in trained if w):
                     self.done_points.add(name)
         self.optuna_done = sum(1 for r in finished if r.get("optuna_trial") is not None)
@@ -618,6 +631,9 @@ class _Planner:
         else:
             self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
+    def _fractions(self, point: dict) -> dict[str, float]:
+        return point["fractions"] if "fractions" in point else floored_fractions(point["grid"], self.spec.min_weight)
+
     def remaining(self) -> int:
         """Trials still to start (not counting those in flight)."""
         busy = {p.get("point") for p in self.in_flight.values()}
@@ -636,7 +652,7 @@ class _Planner:
             if name not in self.done_points and name not in busy:
                 plan = {"point": name, "mode": point["mode"]}
                 if point["mode"] == "fixed":
-                    plan["fractions"] = floored_fractions(point["grid"], self.spec.min_weight)
+                    plan["fractions"] = self._fractions(point)
                 break
         if plan is None and self.spec.strategy == "optuna":
             in_flight = sum(1 for p in self.in_flight.values() if p.get("optuna_trial") is not None)
@@ -1073,11 +1089,13 @@ def clamp_sweep_spec(spec: SweepSpec, mode: str | None = None) -> tuple[SweepSpe
         changes["epochs"] = clamped.epochs
     if mode == PUBLIC:
         most = max(1, int(limits.max_train_minutes(mode) * 60 // float(clamped.time_budget_s)))
-        extra = 1 if spec.with_auto and spec.strategy != "auto" else 0
+        extra = (int(spec.with_auto) + int(spec.with_tutorial)) if spec.strategy != "auto" else 0
         planned = 1 if spec.strategy == "auto" else spec.trials + extra
         if planned > most:
-            if extra and most < 2:
-                changes["with_auto"], extra = False, 0
+            # The baselines go first (tutorial, then Auto) when fewer than one fixed mix would be left.
+            for flag in ("with_tutorial", "with_auto"):
+                if extra and getattr(spec, flag) and most - extra < 1:
+                    changes[flag], extra = False, extra - 1
             changes["trials"] = max(1, most - extra)
             notes.append(
                 f"A sweep on this shared server takes at most {limits.max_train_minutes(mode):g} minutes: "

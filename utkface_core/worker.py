@@ -64,12 +64,12 @@ class ControlReader:
 
     @staticmethod
     def _problem(data: dict[str, Any]) -> str | None:
-        from utkface_core.training.lossweights import LossWeights, LossWeightsError
+        from utkface_core.config import LossWeightsError, check_loss_weights
 
         weights = data.get("weights")
         if weights is not None:
             try:
-                LossWeights._checked(weights, complete=True)
+                check_loss_weights(weights, complete=True)
             except LossWeightsError as exc:
                 return str(exc)
         if "auto" in data and not isinstance(data["auto"], bool):
@@ -111,6 +111,7 @@ class Worker:
         self._done = threading.Event()
         self._warned: set[str] = set()
         self._ended = False
+        self._born = time.time()
 
     # --- reporting ---------------------------------------------------------------------------------------
 
@@ -130,6 +131,8 @@ class Worker:
         if kind == "decode":
             self._set(phase="preparing", decode_done=event.get("done"), decode_total=event.get("total"))
         elif kind == "batch":
+            if "first_batch_s" not in self.live:
+                self._first_batch()
             elapsed = float(event.get("elapsed_s") or 0.0)
             self._set(
                 phase="training",
@@ -173,6 +176,21 @@ class Worker:
             runs.append_event(self.dir, _finite(event))
         else:
             runs.append_event(self.dir, _finite(event))
+
+    def _first_batch(self) -> None:
+        # Time to first batch (issue 7's budgets: Start -> training): from the job's submission (the Start click) and
+        # from this process's start. The engine's first batch report comes after its first step or two.
+        now = time.time()
+        since_submit = round(now - float(self.spec.get("created") or now), 3)
+        self._set(first_batch_s=since_submit)
+        runs.append_event(
+            self.dir,
+            {
+                "kind": "first_batch",
+                "since_submit_s": since_submit,
+                "since_worker_start_s": round(now - self._born, 3),
+            },
+        )
 
     def _beat(self) -> None:
         # Heartbeat + progress for the app, and the stop request, on their own thread: they keep working
@@ -237,7 +255,7 @@ class Worker:
             state, message, result = handler(self)
         except Exception as exc:  # noqa: BLE001 - a failing job must end as "failed" with the reason
             state, message, result = "failed", f"{type(exc).__name__}: {exc}", None
-            (self.dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+            runs.write_error(self.dir, traceback.format_exc())
         finally:
             self._done.set()
             if beat.is_alive():

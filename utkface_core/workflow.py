@@ -176,6 +176,7 @@ def start_training_job(
     the first. Trainings of all owners queue for one slot. ``config`` is first clamped to the server's limits
     (``limits.clamp_train_config``: in public mode every run gets a time budget).
     """
+    from utkface_core import runs
     from utkface_core.jobs import submit_job
     from utkface_core.limits import clamp_train_config
 
@@ -194,7 +195,7 @@ def start_training_job(
         args,
         owner,
         label=label or f"Training ({config.preset} preset)",
-        files={"config.json": saved},
+        files={runs.CONFIG_FILE: saved},
         spawn=spawn,
     )
 

@@ -4,33 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.waits import wait_until
+# The server helpers live in tests/e2e/server.py (the browser benchmark uses them too); tests import them from here.
+from tests.e2e.server import (  # noqa: F401 - re-exported for the tests
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    start_server,
+    stop_server,
+    streamlit_command,
+    streamlit_server,
+    wait_for_app_run,
+)
+from tests.e2e.server import free_port as _free_port  # noqa: F401 - re-exported for the tests
 
 # Upper bounds, not timings: the slowest machines (2 AVX2 cores shared with TensorFlow, or one core) need them.
 expect.set_options(timeout=120_000)
-
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
 
 
 def pytest_collection_modifyitems(items):
@@ -54,93 +47,6 @@ def steer(page, thumb, target: float, attempts: int = 200) -> None:
         with contextlib.suppress(AssertionError):
             expect(thumb).not_to_have_attribute("aria-valuetext", text, timeout=5_000)
     raise AssertionError(f"the slider did not reach {target} in {attempts} key presses")
-
-
-def wait_for_app_run(page, timeout: float = 120_000) -> None:
-    """Wait until the app's script run is over (as Streamlit's own e2e tests do) before interacting."""
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def streamlit_command(port: int) -> list[str]:
-    """``streamlit run`` of the app, headless, on localhost:``port`` (the way Streamlit's own e2e tests start it)."""
-    return [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "streamlit_app.py",
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-    ]
-
-
-def start_server(
-    env: dict, log: Path, *, command: list[str] | None = None, port: int | None = None
-) -> tuple[subprocess.Popen, str]:
-    """Start the app (or ``command`` serving it on ``port``) in its own process group; wait for /_stcore/health."""
-    port = port or _free_port()
-    with open(log, "a") as handle:
-        proc = subprocess.Popen(
-            command or streamlit_command(port),
-            cwd=REPO,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the app server exited early; see {log}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_until(healthy, "the app server to answer /_stcore/health", timeout=180, interval=0.5)
-    except BaseException:
-        stop_server(proc)
-        raise
-    return proc, url
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop a server started by ``start_server``, with everything its process group started (e.g. make's child)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=20)
-
-
-@contextlib.contextmanager
-def streamlit_server(env: dict, log: Path, **kwargs) -> Iterator[str]:
-    """The app served for the duration of a ``with`` block; yields its URL."""
-    proc, url = start_server(env, log, **kwargs)
-    try:
-        yield url
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture(scope="session")

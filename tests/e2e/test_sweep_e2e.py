@@ -14,7 +14,8 @@ from tests.e2e.conftest import wait_for_app_run
 from utkface_core import runs, sweep
 
 # The smallest sweep the tab allows: 3 grid trials (the full lattice of 3 points: the simplex's corners) of one
-# epoch each on the fast preset (48 px). These widgets are bound to the URL; the Auto baseline box is not.
+# epoch each on the fast preset (48 px), plus the tutorial's 2/1/1.5 baseline (on by default), marked on the chart.
+# These widgets are bound to the URL; the baseline boxes are not.
 URL_SETTINGS = "train_tab=Sweep&sweep_strategy=grid&sweep_trials=3&sweep_mode=epochs&sweep_epochs=1&sweep_preset=fast"
 
 
@@ -44,7 +45,7 @@ def test_a_three_trial_sweep_shows_its_points_and_a_clicked_point_opens_on_evalu
     expect(page.get_by_role("spinbutton", name="Trials")).to_have_value("3")
     expect(page.get_by_role("spinbutton", name="Epochs per trial")).to_have_value("1")
 
-    # Three trials, not three plus the learned baseline.
+    # Three grid trials and the tutorial's weights, not the learned baseline too.
     auto_box = page.get_by_role("checkbox", name="Add the Auto baseline")
     expect(auto_box).to_be_checked()
     wait_for_app_run(page)
@@ -59,17 +60,22 @@ def test_a_three_trial_sweep_shows_its_points_and_a_clicked_point_opens_on_evalu
 
     # The trials land one by one; wait for all three (one epoch each on 2 shared cores: generous bound).
     finished = page.get_by_test_id("stMetric").filter(has_text="Finished trials")
-    expect(finished).to_contain_text(re.compile(r"Finished trials\s*3\b"), timeout=1_200_000)
+    expect(finished).to_contain_text(re.compile(r"Finished trials\s*4\b"), timeout=1_200_000)
     scatter = page.locator(".st-key-sweep_scatter")  # the Train tab above may hold charts of its own
     points = scatter.locator(".scatterlayer path.point")
-    expect(points).to_have_count(3, timeout=60_000)
+    expect(points).to_have_count(4, timeout=60_000)
+    expect(scatter.locator(".legend")).to_contain_text("Tutorial 2 / 1 / 1.5")  # the baseline keeps its own mark
+    # The ended sweep refreshes the whole tab: no stale Stop button, and a new sweep can start.
+    expect(page.get_by_role("button", name="Stop sweep")).to_have_count(0, timeout=120_000)
+    expect(page.get_by_role("button", name="Start sweep")).to_be_enabled(timeout=60_000)
 
     folders = [p for p in (app_dir(runs_root) / "sweeps").iterdir() if (p / sweep.SPEC_FILE).is_file()]
     assert len(folders) == 1, folders
     result = sweep.load_sweep(folders[0])
-    assert sorted(t["name"] for t in result["trials"]) == ["trial-000", "trial-001", "trial-002"]
+    assert sorted(t["name"] for t in result["trials"]) == ["trial-000", "trial-001", "trial-002", "trial-003"]
+    assert [t["point"] for t in result["trials"]].count(sweep.TUTORIAL_POINT) == 1
     assert all(t["state"] == "completed" for t in result["trials"]), result["trials"]
-    assert result["spec"]["epochs"] == 1 and result["spec"]["with_auto"] is False
+    assert result["spec"]["epochs"] == 1 and result["spec"]["with_auto"] is False and result["spec"]["with_tutorial"]
 
     # Click a point: the tab offers its trial on the Evaluate page.
     trial = click_a_point(page)
@@ -103,7 +109,7 @@ def click_a_point(page) -> str:
     first: a click outside the viewport reaches nothing)."""
     scatter = page.locator(".st-key-sweep_scatter")  # the Train tab above may hold charts of its own
     points = scatter.locator(".scatterlayer path.point")
-    expect(points).to_have_count(3, timeout=120_000)
+    expect(points).to_have_count(4, timeout=120_000)
     link = page.get_by_role("link", name=re.compile(r"Open trial-\d{3} on the Evaluate page"))
     for attempt in range(3):
         wait_for_app_run(page)

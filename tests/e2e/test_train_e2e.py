@@ -1,9 +1,9 @@
-"""The Train page in a real browser: start on the demo data, move every weight slider several times while the
-worker trains, reload mid-run, and check that the sliders always equal the weights in force; then stop."""
+"""The Train page in a real browser: start on the demo data, move each weight slider in turn 10 times while the
+worker trains, reload mid-run, and check that the sliders always equal the weights in force and that the run
+records every change; then stop."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -14,9 +14,12 @@ from tests.e2e.conftest import wait_for_app_run
 from utkface_core import runs
 from utkface_core.labels import HEADS
 
-# A small run with a long time budget (no early stopping): the test stops it. Bound widgets read the URL.
-URL_SETTINGS = "train_budget=30&train_size_fast=32"
+# A run with a long time budget (no early stopping) that the test stops. A time-budget run has at most 200 epochs:
+# at 128 px they take much longer than all the moves below, even on a fast machine. Bound widgets read the URL.
+URL_SETTINGS = "train_budget=30&train_size_fast=128"
 TRAINING = re.compile(r"training · \d+:\d\d / 30:00 of the time budget")
+STEP = 0.1  # one key press
+MOVES = (1, 1, -1, 1, 1, -1, 1, 1, -1, 1)  # each slider moves 10 times and ends 0.4 higher than it started
 
 
 def thumb(page, head: str):
@@ -34,8 +37,8 @@ def steer(page, head: str, target: float) -> None:
     expect(thumb(page, head)).to_have_attribute("aria-valuetext", f"{target:.2f}")
 
 
-def in_force_caption(page):
-    return page.get_by_text(re.compile(r"Weights in force \(fixed\):"))
+def rounded(weights: dict[str, float]) -> dict[str, float]:
+    return {head: round(float(value), 2) for head, value in weights.items()}
 
 
 def expect_in_force(page, weights: dict[str, float]) -> None:
@@ -69,15 +72,19 @@ def test_live_weights_survive_moves_and_a_reload_and_the_run_stops(page, app_url
     weights = {"age": 2.0, "gender": 1.0, "race": 1.5}
     expect_in_force(page, weights)
     expect_sliders(page, weights)
-    # Every slider, several times, while the worker trains.
-    for step in ({"gender": 0.5}, {"age": 1.2}, {"race": 2.0}, {"gender": 0.8}, {"age": 2.5}, {"race": 0.7}):
-        for head, value in step.items():
+    # Each slider in turn, len(MOVES) times, while the worker trains: one step (one key press) per move, and each move
+    # waits until the worker reports it in force, so the run must record exactly these changes, in this order.
+    expected = []
+    for direction in MOVES:
+        for head in HEADS:
             wait_for_app_run(page)
-            steer(page, head, value)
-            weights[head] = value
-        expect_in_force(page, weights)
-        expect_sliders(page, weights)
-    expect(page).to_have_url(re.compile(r"train_w_gender=0\.8"), timeout=30_000)
+            target = round(weights[head] + direction * STEP, 2)
+            steer(page, head, target)
+            weights[head] = target
+            expected.append(dict(weights))
+            expect_in_force(page, weights)
+            expect_sliders(page, weights)
+    expect(page).to_have_url(re.compile(rf"train_w_gender={weights['gender']:g}"), timeout=30_000)
 
     # A reload mid-run: a new session of the same browser finds the training and shows the weights in force.
     page.reload()
@@ -87,13 +94,13 @@ def test_live_weights_survive_moves_and_a_reload_and_the_run_stops(page, app_url
     expect(page.get_by_role("button", name="Stop")).to_be_enabled()
 
     run = max((p for p in runs_root.iterdir() if (p / "events.jsonl").exists()), key=lambda p: p.stat().st_mtime)
-    changes = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
-    changes = [e for e in changes if e.get("kind") == "weight_change"]
-    assert len(changes) >= 6 and changes[-1]["new"] == weights
+    changes = runs.weight_changes(run)
+    assert [rounded(c["new"]) for c in changes] == expected
+    assert all(c["source"] == "manual" and not c["auto"] for c in changes)
 
     page.get_by_role("button", name="Stop").click()
     expect(page.get_by_text(re.compile("stopping|was stopped"))).to_be_visible(timeout=2_000 + 10_000)
     expect(page.get_by_text(re.compile("was stopped"))).to_be_visible(timeout=180_000)
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["weight_changes"] == len(changes) and metrics["loss_weights_final"] == weights
+    metrics = runs.load_run(run).metrics
+    assert metrics["weight_changes"] == len(expected) and rounded(metrics["loss_weights_final"]) == weights
     page.screenshot(path="/tmp/train_e2e.png", full_page=True)

@@ -12,7 +12,6 @@ import shutil
 import stat
 import tarfile
 import tempfile
-import time
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import BinaryIO
 
 from utkface_core import labels, limits
 from utkface_core import paths as app_paths
+from utkface_core.files import TEMP_PATTERN, make_temp_dir, sweep_stale_temp, write_text_atomic
 
 _CHUNK = 1024 * 1024
 _STALE_TMP_SECONDS = 24 * 3600
@@ -118,7 +118,7 @@ def extract_archive(
                     "upload an archive of ordinary photos"
                 )
             _check_free_space(root, planned, reserve_bytes, name)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".tmp", dir=root))
+            tmp = make_temp_dir(dest, mode=0o700)
             try:
                 extracted = _write_members(
                     archive, members, tmp, min(max_total_bytes, ratio_cap), max_member_bytes, max_ratio
@@ -453,9 +453,7 @@ def _write_members(
 
 
 def _write_manifest(path: Path, name: str, extracted: int, skipped: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"source": name, "extracted": extracted, "skipped": skipped}), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"source": name, "extracted": extracted, "skipped": skipped}))
 
 
 def _reuse(dest: Path) -> ExtractResult:
@@ -470,12 +468,10 @@ def _reuse(dest: Path) -> ExtractResult:
 
 
 def _remove_stale_temp_dirs(root: Path) -> None:
-    """Remove temp folders of extractions killed long ago (a live one is never this old)."""
-    cutoff = time.time() - _STALE_TMP_SECONDS
-    for tmp in root.glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            if tmp.is_dir() and tmp.stat().st_mtime < cutoff:
-                shutil.rmtree(tmp, ignore_errors=True)
+    """Remove temps of extractions killed long ago (a live one is never this old)."""
+    # ".*.tmp": the names earlier versions gave their temps.
+    for pattern in (TEMP_PATTERN, ".*.tmp"):
+        sweep_stale_temp(root, pattern, _STALE_TMP_SECONDS)
 
 
 def _fmt_bytes(n: int) -> str:

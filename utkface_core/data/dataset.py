@@ -11,18 +11,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from utkface_core import paths
 from utkface_core.data.names import NameRejected, parse_name
-from utkface_core.labels import GENDERS, IMAGE_SUFFIXES, RACES
+from utkface_core.files import TEMP_PATTERN, sweep_stale_temp, write_atomic
+from utkface_core.labels import GENDERS, HEADS, IMAGE_SUFFIXES, RACES
 
 Progress = Callable[[int, int], None]
 DUPLICATE_POLICIES = ("keep-one-drop-conflicts", "keep-one", "keep-all")
 AGE_BINS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 200)
 INDEX_VERSION = 3
-COLUMNS = ["path", "file", "age", "gender", "race", "gender_name", "race_name", "hash", "warning"]
+COLUMNS = ["path", "file", *HEADS, "gender_name", "race_name", "hash", "warning"]
+_STALE_TMP_SECONDS = 3600  # an index is written in well under this
 
 
 @dataclass
@@ -55,7 +56,7 @@ class DatasetIndex:
         if self._fingerprint:
             return self._fingerprint
         digest = hashlib.sha256()
-        for row in self.frame[["file", "age", "gender", "race", "hash"]].itertuples(index=False):
+        for row in self.frame[["file", *HEADS, "hash"]].itertuples(index=False):
             digest.update(f"{row.file}|{row.age}|{row.gender}|{row.race}|{row.hash}\n".encode())
         return digest.hexdigest()[:16]
 
@@ -221,10 +222,13 @@ def index_folder(
     )
     result._fingerprint = result.fingerprint()
     if cache_file is not None and hash_contents:
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as handle:
-            pickle.dump(result, handle)
-        os.replace(tmp, cache_file)
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                pickle.dump(result, handle)
+
+        sweep_stale_temp(cache_file.parent, TEMP_PATTERN, _STALE_TMP_SECONDS)  # left by killed writers
+        write_atomic(cache_file, save)
     return result
 
 
@@ -244,7 +248,7 @@ def _duplicate_groups(frame: pd.DataFrame) -> list[dict]:
     dup = hashed[hashed["hash"].duplicated(keep=False)]
     groups = []
     for digest, members in dup.groupby("hash", sort=True):
-        labels = members[["age", "gender", "race"]].drop_duplicates()
+        labels = members[list(HEADS)].drop_duplicates()
         groups.append(
             {
                 "hash": digest,
@@ -252,7 +256,7 @@ def _duplicate_groups(frame: pd.DataFrame) -> list[dict]:
                 "files": members["file"].tolist(),
                 "rows": members.index.tolist(),
                 "conflict": len(labels) > 1,
-                "conflicting_fields": [c for c in ("age", "gender", "race") if members[c].nunique() > 1],
+                "conflicting_fields": [c for c in HEADS if members[c].nunique() > 1],
             }
         )
     return groups
@@ -296,8 +300,3 @@ def summary_text(index: DatasetIndex) -> str:
 def summary_json(index: DatasetIndex) -> str:
     """The summary as a JSON string."""
     return json.dumps(index.summary(), indent=2)
-
-
-def labels_array(frame: pd.DataFrame) -> np.ndarray:
-    """Return the (N, 3) int array of age, gender, race."""
-    return frame[["age", "gender", "race"]].to_numpy(dtype=np.int64)

@@ -15,8 +15,6 @@ import os
 import random
 import shutil
 import threading
-import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -26,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from utkface_core import paths
+from utkface_core.files import TEMP_MARK, make_temp_dir, sweep_stale_temp
 from utkface_core.labels import MAX_AGE
 
 MARKER_NAME = ".utkface-demo.json"
@@ -488,13 +487,7 @@ def _folder_lock(folder: Path) -> threading.Lock:
 
 def _remove_stale_temps(out_dir: Path) -> None:
     """Drop temporary folders that a killed run left behind (old enough that no run still owns them)."""
-    now = time.time()
-    for tmp in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
-        try:
-            if now - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
-                _remove(tmp)
-        except OSError:
-            pass
+    sweep_stale_temp(out_dir.parent, f".{out_dir.name}{TEMP_MARK}*", _STALE_TMP_SECONDS)
 
 
 def generate_demo_dataset(
@@ -526,8 +519,7 @@ def generate_demo_dataset(
             )
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(out_dir)
-        tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
+        tmp = make_temp_dir(out_dir)
         try:
             labels = sample_labels(n, seed)
             names = demo_file_names(n, seed)

@@ -10,7 +10,6 @@ import os
 import re
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -23,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from utkface_core import limits
 from utkface_core import paths as app_paths
+from utkface_core.files import TEMP_PATTERN, sweep_stale_temp, write_atomic, write_text_atomic
 
 # Bump whenever decoding changes (filter, background, crop), so old caches are not reused.
 FORMAT_VERSION = 1
@@ -348,32 +348,30 @@ def build_image_cache(
             progress(total, total)
         return cached
 
-    _remove_stale_temp_files(root)
-    token = uuid.uuid4().hex[:12]
-    tmp_npy = root / f".{key}.{token}.npy.tmp"
-    tmp_json = root / f".{key}.{token}.json.tmp"
-    try:
-        ok, errors = _decode_all(items, size, tmp_npy, workers, progress, stop)
+    # Temps of builds killed long ago (a live build's are never this old); ".*.tmp" as earlier versions named them.
+    for pattern in (TEMP_PATTERN, ".*.tmp"):
+        sweep_stale_temp(root, pattern, _STALE_TMP_SECONDS)
+    decoded: list[tuple[np.ndarray, list[dict]]] = []
+
+    def decode_into(tmp_npy: Path) -> None:
+        decoded.append(_decode_all(items, size, tmp_npy, workers, progress, stop))
         if stop is not None and stop.is_set():
             raise CacheBuildCancelled("image cache build was cancelled; nothing was saved")
-        meta = {
-            "format": FORMAT_VERSION,
-            "key": key,
-            "size": size,
-            "count": total,
-            "paths": items,
-            "ok": [bool(v) for v in ok],
-            "errors": errors,
-            "created": time.time(),
-        }
-        tmp_json.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp_npy, root / f"{key}.npy")
-        # The .json is the commit marker: it only appears once the .npy is complete.
-        os.replace(tmp_json, root / f"{key}.json")
-    finally:
-        for tmp in (tmp_npy, tmp_json):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+
+    write_atomic(root / f"{key}.npy", decode_into)
+    ok, errors = decoded[0]
+    meta = {
+        "format": FORMAT_VERSION,
+        "key": key,
+        "size": size,
+        "count": total,
+        "paths": items,
+        "ok": [bool(v) for v in ok],
+        "errors": errors,
+        "created": time.time(),
+    }
+    # The .json is the commit marker: it only appears once the .npy is complete.
+    write_text_atomic(root / f"{key}.json", json.dumps(meta))
     result = load_image_cache(key, root)
     if result is None:
         raise RuntimeError(f"image cache {key} was written to {root} but cannot be read back; check the disk")
@@ -442,12 +440,3 @@ def _decode_all(
         pool.shutdown(wait=True, cancel_futures=True)
     errors = [{"file": items[i], "reason": reasons[i]} for i in sorted(reasons)]
     return ok, errors
-
-
-def _remove_stale_temp_files(root: Path) -> None:
-    """Remove temp files of builds killed long ago (a live build's are never this old)."""
-    cutoff = time.time() - _STALE_TMP_SECONDS
-    for tmp in root.glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            if tmp.is_file() and tmp.stat().st_mtime < cutoff:
-                tmp.unlink()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,6 @@ import pandas as pd
 from utkface_core.labels import GENDERS, MAX_AGE, RACES
 
 SPLIT_METHODS = ("tutorial", "stratified", "select", "final")
-SPLIT_NAMES = ("train", "valid", "test")
 # (test fraction of the whole set, valid fraction of the rest) per method; train gets the rest.
 SPLIT_FRACTIONS: dict[str, tuple[float, float]] = {
     "tutorial": (0.3, 0.3),
@@ -103,25 +101,3 @@ def split_frame(frame: pd.DataFrame, seed: int = 0, method: str = "tutorial") ->
     split.loc[valid] = "valid"
     split.loc[test] = "test"
     return split
-
-
-def save_split(frame: pd.DataFrame, split: pd.Series, path: str | Path) -> Path:
-    """Write the split as CSV (path, file, age, gender, race, split), atomically."""
-    path = Path(path)
-    table = frame[["path", "file", "age", "gender", "race"]].assign(split=split.loc[frame.index].values)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
-
-
-def load_split(path: str | Path) -> pd.DataFrame:
-    """Read a split written by ``save_split``; raise ValueError if it is not one."""
-    table = pd.read_csv(path)
-    missing = {"path", "file", "age", "gender", "race", "split"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{path} is not a split file: missing columns {sorted(missing)}")
-    unknown = set(table["split"]) - set(SPLIT_NAMES)
-    if unknown:
-        raise ValueError(f"{path} has unknown split names {sorted(unknown)}")
-    return table

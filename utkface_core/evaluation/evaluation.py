@@ -10,7 +10,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from utkface_core import runs
+from utkface_core.files import write_atomic, write_text_atomic
 from utkface_core.labels import DEFAULT_AGE_RANGE, GENDERS, HEADS, RACES
 
 DEFAULT_AGE_BINS: tuple[float, ...] = (10, 20, 30, 40, 50, 65)
@@ -123,7 +124,7 @@ class Evaluation:
     gaps: dict[str, float | None]  # spread (always >= 0) between best and worst cell with n >= min_group_n
     gap_cells: dict[str, dict[str, str] | None]  # metric -> {"best": cell, "worst": cell}
     reliability: dict[str, Reliability]  # "gender", "race"
-    worst: dict[str, pd.DataFrame]  # "age", "gender", "race"
+    worst: dict[str, pd.DataFrame]  # one table per head (labels.HEADS)
     true_age: np.ndarray
     true_gender: np.ndarray
     true_race: np.ndarray
@@ -538,29 +539,17 @@ def evaluate_arrays(
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise EvaluationError(f"{run_dir} is not a training run folder: config.json is missing")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvaluationError(f"cannot read {path}: {exc}; the run folder is damaged, retrain the run") from exc
-    if not isinstance(config, dict) or "image_size" not in config:
-        raise EvaluationError(f"{path} has no 'image_size'; the run folder is damaged, retrain the run")
-    return config
+        return runs.read_config(run_dir, require=("image_size",))
+    except runs.RunError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def _read_test_rows(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "split.csv"
-    if not path.is_file():
-        raise EvaluationError(f"{path} is missing; evaluate against a data folder (data_dir) instead")
     try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise EvaluationError(f"cannot read {path}: {exc}") from exc
-    missing = {"path", "age", "gender", "race", "split"} - set(frame.columns)
-    if missing:
-        raise EvaluationError(f"{path} lacks column(s) {sorted(missing)}; the run folder is damaged")
+        frame = runs.read_split(run_dir, columns=("path", *HEADS, "split"))
+    except runs.RunError as exc:
+        raise EvaluationError(f"{exc}; evaluate against a data folder (data_dir) instead") from None
     return frame[frame["split"].astype(str) == "test"].reset_index(drop=True)
 
 
@@ -579,19 +568,6 @@ def _fingerprint(frame: pd.DataFrame) -> str:
         content = "" if content is None or (isinstance(content, float) and math.isnan(content)) else str(content)
         digest.update(f"{path}|{age}|{gender}|{race}|{content}|{stamp}\n".encode())
     return digest.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data_writer: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            data_writer(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_cache(folder: Path, key: str, key_fields: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict] | None:
@@ -635,9 +611,9 @@ def evaluate_run(
             progress(done, total)
 
     config = _read_config(run_dir)
-    model_path = run_dir / "model.keras"
+    model_path = runs.model_path(run_dir)
     if not model_path.is_file():
-        raise EvaluationError(f"{run_dir} has no model.keras yet; wait for training to save a model, or retrain")
+        raise EvaluationError(f"{run_dir} has no {runs.MODEL_FILE} yet; wait for training to save a model, or retrain")
     image_size = int(config["image_size"])
     lo = min_age if min_age is not None else config.get("min_age", DEFAULT_AGE_RANGE[0])
     hi = max_age if max_age is not None else config.get("max_age", DEFAULT_AGE_RANGE[1])
@@ -660,7 +636,7 @@ def evaluate_run(
         frame = _read_test_rows(run_dir)
         if min_age is not None or max_age is not None:
             frame = filter_frame(frame, lo, hi)
-        source = "split.csv:test"
+        source = f"{runs.SPLIT_FILE}:test"
     frame = frame.reset_index(drop=True)
     if len(frame) == 0:
         raise EvaluationError(
@@ -716,7 +692,7 @@ def evaluate_run(
         )
 
     model = load_model(model_path)
-    outputs: dict[str, list[np.ndarray]] = {"age": [], "gender": [], "race": []}
+    outputs: dict[str, list[np.ndarray]] = {head: [] for head in HEADS}
     chunk = max(int(batch_size), 1) * 4
     # Chunking keeps memory bounded for large folders: only one chunk of decoded images is materialised.
     for start in range(0, keep.size, chunk):
@@ -748,10 +724,13 @@ def evaluate_run(
         "race_probs": preds.race_probs,
         "files": np.asarray(files, dtype=str),
     }
+
+    def save_arrays(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # np.savez would append ".npz" to the temp name
+            np.savez(handle, **arrays)
+
     # The npz goes first and the json last: a json present means its npz is complete.
-    _atomic_write_bytes(cache_dir / f"{key}.npz", lambda fh: np.savez(fh, **arrays))
+    write_atomic(cache_dir / f"{key}.npz", save_arrays)
     meta = {"key": key_fields, "excluded": excluded, "summary": evaluation.to_json_dict()}
-    _atomic_write_bytes(
-        cache_dir / f"{key}.json", lambda fh: fh.write(json.dumps(_jsonable(meta), indent=2).encode("utf-8"))
-    )
+    write_text_atomic(cache_dir / f"{key}.json", json.dumps(_jsonable(meta), indent=2))
     return evaluation

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from utkface_core import runs
 from utkface_core.evaluation.evaluation import Evaluation
+from utkface_core.labels import SPLITS
 
 # Config keys rendered in their own sections rather than in the generic hyper-parameter table.
 _SECTION_KEYS = {
@@ -25,7 +25,6 @@ _SECTION_KEYS = {
     "split_counts",
     "n_per_split",
 }
-_SPLITS = ("train", "valid", "test")
 
 
 class ModelCardError(ValueError):
@@ -72,31 +71,16 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 
 
 def _load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, int] | None, dict[str, Any] | None]:
-    config_path = run_dir / "config.json"
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ModelCardError(f"{run_dir} is not a training run folder: config.json is missing") from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelCardError(f"cannot read {config_path}: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ModelCardError(f"{config_path} must hold a JSON object")
-    counts = None
-    split_path = run_dir / "split.csv"
-    if split_path.is_file():
-        try:
-            column = pd.read_csv(split_path, usecols=["split"])["split"].astype(str)
-            counts = {name: int((column == name).sum()) for name in _SPLITS}
-        except (OSError, ValueError):
-            counts = None  # a damaged split file only costs the card its split counts
-    metrics = None
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            metrics = None
-    return config, counts, metrics
+        config = runs.read_config(run_dir)
+    except runs.RunError as exc:
+        raise ModelCardError(str(exc)) from None
+    try:
+        column = runs.read_split(run_dir, columns=("split",))["split"].astype(str)
+        counts = {name: int((column == name).sum()) for name in SPLITS}
+    except runs.RunError:
+        counts = None  # a missing or damaged split file only costs the card its split counts
+    return config, counts, runs.read_metrics(run_dir)
 
 
 def _split_counts_from_config(config: Mapping[str, Any]) -> dict[str, int] | None:

@@ -8,6 +8,16 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+# The trial of a sweep's ``with_tutorial`` baseline carries this plan name (``utkface_core.sweep.TUTORIAL_POINT``;
+# evaluation may not import the orchestration layer, so the name is repeated here and a test ties the two).
+TUTORIAL_POINT = "tutorial"
+TUTORIAL_LABEL = "Tutorial 2 / 1 / 1.5"
+AUTO_LABEL = "Auto (learned weights)"
+# The tutorial's 2 / 1 / 1.5 as simplex fractions (age, gender, race), for the reference mark on the weight triangle.
+TUTORIAL_FRACTIONS = (2 / 4.5, 1 / 4.5, 1.5 / 4.5)
+SYMBOLS = {"Pareto-optimal": "diamond", "dominated": "circle", AUTO_LABEL: "star", TUTORIAL_LABEL: "square"}
+_LEGEND = dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0, title_text="")
+
 METRIC_LABELS = {
     "age_mae": "Val age MAE (years)",
     "gender_accuracy": "Val gender accuracy",
@@ -28,6 +38,7 @@ def trials_frame(result: dict[str, Any]) -> pd.DataFrame:
                 "pareto": i in pareto,
                 "best": i == result.get("best"),
                 "mode": t.get("mode"),
+                "point": t.get("point"),
                 "w_age": weights.get("age"),
                 "w_gender": weights.get("gender"),
                 "w_race": weights.get("race"),
@@ -47,6 +58,7 @@ def trials_frame(result: dict[str, Any]) -> pd.DataFrame:
         "pareto",
         "best",
         "mode",
+        "point",
         "w_age",
         "w_gender",
         "w_race",
@@ -66,6 +78,9 @@ def trials_frame(result: dict[str, Any]) -> pd.DataFrame:
 def _completed(frame: pd.DataFrame) -> pd.DataFrame:
     done = frame[(frame["state"] == "completed") & frame["age_mae"].notna()].copy()
     done["set"] = done["pareto"].map({True: "Pareto-optimal", False: "dominated"})
+    # The two baselines keep their own marks whether or not they are on the front (hover says which).
+    done.loc[done["mode"] == "auto", "set"] = AUTO_LABEL
+    done.loc[(done["mode"] == "fixed") & (done["point"] == TUTORIAL_POINT), "set"] = TUTORIAL_LABEL
     return done
 
 
@@ -84,13 +99,13 @@ def pareto_scatter(
         color=color,
         symbol="set",
         hover_name="trial",
-        hover_data={"w_age": ":.3f", "w_gender": ":.3f", "w_race": ":.3f", "set": False},
-        symbol_map={"Pareto-optimal": "diamond", "dominated": "circle"},
+        hover_data={"w_age": ":.3f", "w_gender": ":.3f", "w_race": ":.3f", "pareto": True, "set": False},
+        symbol_map=SYMBOLS,
         labels=METRIC_LABELS,
         color_continuous_scale="Viridis",
     )
     fig.update_traces(marker=dict(size=13, line=dict(width=1, color="black")))
-    fig.update_layout(margin=dict(t=30, b=10), legend_title_text="")
+    fig.update_layout(margin=dict(t=50, b=10), legend=_LEGEND)
     return fig
 
 
@@ -108,10 +123,23 @@ def weights_ternary(result: dict[str, Any], metric: str = "age_mae") -> go.Figur
         color=metric,
         symbol="set",
         hover_name="trial",
-        symbol_map={"Pareto-optimal": "diamond", "dominated": "circle"},
+        symbol_map=SYMBOLS,
         labels={**METRIC_LABELS, "w_age": "age", "w_gender": "gender", "w_race": "race"},
         color_continuous_scale="Viridis_r" if metric == "age_mae" else "Viridis",
     )
     fig.update_traces(marker=dict(size=13, line=dict(width=1, color="black")))
-    fig.update_layout(margin=dict(t=30, b=10), legend_title_text="")
+    # Where the tutorial's weights sit, whether or not the sweep ran them.
+    a, b, c = TUTORIAL_FRACTIONS
+    fig.add_trace(
+        go.Scatterternary(
+            a=[a],
+            b=[b],
+            c=[c],
+            mode="markers",
+            name="tutorial's 2 / 1 / 1.5 (weights)",
+            marker=dict(symbol="x-thin-open", size=16, line=dict(width=3, color="crimson")),
+            hovertemplate="tutorial's weights 2 / 1 / 1.5<br>fractions %{a:.3f} / %{b:.3f} / %{c:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(margin=dict(t=50, b=10), legend=_LEGEND)
     return fig

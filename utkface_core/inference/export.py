@@ -8,7 +8,6 @@ beyond ``TOLERANCE`` is refused.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
 import warnings
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utkface_core import runs
+from utkface_core.files import write_bytes_atomic
 from utkface_core.labels import HEADS
 
 FORMATS: tuple[str, ...] = ("keras", "onnx", "tflite")
@@ -169,7 +170,7 @@ def _run_keras_file(data: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
     from utkface_core.inference.prediction import load_model
 
     with tempfile.TemporaryDirectory(prefix="utkface-export-") as tmp:
-        path = Path(tmp) / "model.keras"
+        path = Path(tmp) / runs.MODEL_FILE
         path.write_bytes(data)
         model = load_model(path)
     out = model(images, training=False)
@@ -232,7 +233,7 @@ def model_path_of(run_or_model: str | Path) -> Path:
     """Return the ``model.keras`` of a run folder, or the path itself when it names a ``.keras`` file."""
     path = Path(run_or_model).expanduser()
     if path.is_dir():
-        return path / "model.keras"
+        return runs.model_path(path)
     if path.suffix == ".keras":
         return path
     raise ExportError(f"{path} is neither a run folder nor a .keras file: give a folder written by training")
@@ -246,7 +247,7 @@ def write_export(run_or_model: str | Path, fmt: str, out: str | Path | None = No
     """
     model_path = model_path_of(run_or_model)
     result = export_model(model_path, fmt)
-    run_name = model_path.parent.name if model_path.name == "model.keras" else model_path.stem
+    run_name = model_path.parent.name if model_path.name == runs.MODEL_FILE else model_path.stem
     target = Path(out).expanduser() if out is not None else Path.cwd()
     if target.is_dir():
         target = target / f"{run_name}{result.suffix}"
@@ -254,11 +255,5 @@ def write_export(run_or_model: str | Path, fmt: str, out: str | Path | None = No
         raise ExportError(f"{target} is the run's own model file: choose another --out")
     if not target.parent.is_dir():
         raise ExportError(f"folder {target.parent} does not exist: create it or choose another --out")
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(result.data)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes_atomic(target, result.data)
     return target, result

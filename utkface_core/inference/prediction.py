@@ -208,10 +208,18 @@ def run_model(model, images_uint8: np.ndarray, image_size: int) -> dict[str, np.
     }
 
 
-def predict_arrays(model, images_uint8: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+# Test-time flip averaging in predict_arrays: measured in benchmarks/README.md (issue 9, "Quality levers").
+PREDICT_FLIP = False
+
+
+def predict_arrays(
+    model, images_uint8: np.ndarray, batch_size: int = 256, *, flip: bool | None = None
+) -> dict[str, np.ndarray]:
     """Predict on uint8 images (N, H, W, 3) (or one (H, W, 3)); return age (N,) years, gender (N, 2), race (N, 5).
 
     Images of another size than the model's input are resized the way the image cache resizes training images.
+    ``flip`` (None: ``PREDICT_FLIP``) also predicts every image mirrored and returns the mean of the two passes
+    (test-time augmentation; twice the compute).
     """
     images = np.asarray(images_uint8)
     if images.ndim == 3:
@@ -222,6 +230,9 @@ def predict_arrays(model, images_uint8: np.ndarray, batch_size: int = 256) -> di
         raise PredictionError(f"images must be uint8 0..255, got {images.dtype}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise PredictionError(f"batch_size must be a positive integer, got {batch_size!r}")
+    flip = PREDICT_FLIP if flip is None else flip
+    if not isinstance(flip, (bool, np.bool_)):
+        raise PredictionError(f"flip must be True, False or None, got {flip!r}")
     size = model_input_size(model)
     if size is None:
         size = int(images.shape[1])
@@ -236,7 +247,12 @@ def predict_arrays(model, images_uint8: np.ndarray, batch_size: int = 256) -> di
         batch = images[start : start + batch_size]
         if batch.shape[1:3] != (size, size):
             batch = np.stack([_resize(image, size) for image in batch])
-        out = run_model(model, batch, size)
+        if flip:
+            n = batch.shape[0]
+            both = run_model(model, np.concatenate([batch, batch[:, :, ::-1]]), size)
+            out = {key: (both[key][:n] + both[key][n:]) / 2.0 for key in HEADS}
+        else:
+            out = run_model(model, batch, size)
         for key in HEADS:
             parts[key].append(out[key])
     return {key: np.concatenate(parts[key], axis=0) for key in HEADS}

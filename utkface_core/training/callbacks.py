@@ -6,7 +6,6 @@ They know nothing about any UI: progress goes to a plain ``report(dict)`` callab
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from utkface_core.files import write_atomic
 from utkface_core.labels import HEADS
 
 
@@ -54,16 +54,7 @@ def save_model_atomic(model: keras.Model, path: str | Path) -> Path:
     if path.suffix != ".keras":
         raise ValueError(f"model path {path} must end in .keras")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{threading.get_ident()}.keras")
-    try:
-        model.save(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomic(path, model.save, suffix=".keras")  # model.save insists on a .keras name
 
 
 def _inference_net(model: keras.Model) -> keras.Model:
@@ -450,6 +441,4 @@ class CsvHistory(keras.callbacks.Callback):
             row["weight_changes"] = len(changes)
             row["weight_change_log"] = "; ".join(describe_change(c) for c in changes)
         self.rows.append(row)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        pd.DataFrame(self.rows).to_csv(tmp, index=False)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, lambda tmp: pd.DataFrame(self.rows).to_csv(tmp, index=False))

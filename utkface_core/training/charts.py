@@ -11,6 +11,8 @@ from utkface_core.labels import GENDERS, HEADS, RACES
 
 ORDERS = {"gender_name": list(GENDERS), "race_name": list(RACES)}
 LABELS = {"age": "Age (years)", "gender_name": "Gender", "race_name": "Race", "count": "Images"}
+# Line styles of the heads in weight charts, in the order of HEADS.
+_DASHES = ("solid", "dash", "dot", "dashdot")
 
 
 def age_box(frame: pd.DataFrame, by: str, hue: str | None = None) -> go.Figure:
@@ -161,7 +163,7 @@ def weights_timeline(history: pd.DataFrame, changes: list[dict] | None = None) -
     if not history.empty and "epoch" in history:
         for _, row in history.iterrows():
             rows.append({"x": float(row["epoch"]), **{h: row.get(f"w_{h}") for h in HEADS}})
-    frame = pd.DataFrame(rows, columns=["x", "age", "gender", "race"])
+    frame = pd.DataFrame(rows, columns=["x", *HEADS])
     return frame.sort_values("x", kind="stable").reset_index(drop=True)
 
 
@@ -220,7 +222,8 @@ def compare_weights(histories: dict[str, pd.DataFrame], changes: dict[str, list[
     fig = go.Figure()
     for name, history in histories.items():
         timeline = weights_timeline(history, changes.get(name))
-        for head, dash in (("age", "solid"), ("gender", "dash"), ("race", "dot")):
+        for i, head in enumerate(HEADS):
+            dash = _DASHES[i % len(_DASHES)]
             if timeline[head].notna().any():
                 fig.add_scatter(
                     x=timeline["x"],

@@ -62,6 +62,31 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, max_shift: float = 0.08, m
     return tf.clip_by_value(images * gain, 0.0, 255.0)
 
 
+def mixup_weights(seed: tf.Tensor, batch: tf.Tensor, alpha: float) -> tf.Tensor:
+    """Return per-image mixup weights (B,) in [0.5, 1]: max(l, 1 - l), l ~ Beta(alpha, alpha) (stateless, seeded)."""
+    seeds = tf.random.experimental.stateless_split(seed, num=2)
+    a = tf.random.stateless_gamma([batch], seeds[0], alpha=alpha)
+    b = tf.random.stateless_gamma([batch], seeds[1], alpha=alpha)
+    lam = a / tf.maximum(a + b, 1e-12)
+    # The image's own labels keep the larger share, so every image still mostly teaches its own face.
+    return tf.maximum(lam, 1.0 - lam)
+
+
+def mix_batch(images: tf.Tensor, targets: dict, lam: tf.Tensor) -> tuple[tf.Tensor, dict]:
+    """Mix each image and its targets with the next one in the batch (rolled by 1) by weights ``lam`` (B,).
+
+    Class targets and ``age`` are mixed linearly; ``age_pair`` (B,2) keeps both ages in years and ``mix`` (B,1)
+    the weight, so a non-linear age loss can be mixed per label (see ``MultiTaskModel.head_losses``).
+    """
+    lam = tf.cast(lam, tf.float32)
+    col = lam[:, None]
+    mixed_images = lam[:, None, None, None] * images + (1.0 - lam[:, None, None, None]) * tf.roll(images, 1, axis=0)
+    out = {key: col * value + (1.0 - col) * tf.roll(value, 1, axis=0) for key, value in targets.items()}
+    out["age_pair"] = tf.concat([targets["age"], tf.roll(targets["age"], 1, axis=0)], axis=1)
+    out["mix"] = col
+    return mixed_images, out
+
+
 def make_dataset(
     images: np.ndarray,
     indices: np.ndarray,
@@ -74,6 +99,7 @@ def make_dataset(
     seed: int = 0,
     augment: bool = False,
     in_memory: bool | None = None,
+    mixup_alpha: float = 0.0,
 ) -> tf.data.Dataset:
     """Return batches ({image float32 0..255}, {"age" (B,1) years, "gender" (B,2), "race" (B,5) one-hot}).
 
@@ -81,9 +107,12 @@ def make_dataset(
     once into a tensor and gathers batches from it inside the graph; otherwise only the rows of a batch are read
     from ``images`` (a memmap stays on disk). Both give the same batches for the same seed (the streaming feed
     sorts the rows within a batch). ``training`` reshuffles every epoch (seeded); ``augment`` applies only when
-    training and is a function of ``seed`` alone.
+    training and is a function of ``seed`` alone. ``mixup_alpha`` > 0 mixes training batches (``mix_batch``,
+    after augmentation); the targets then also hold ``age_pair`` and ``mix``.
     """
     idx = _check(images, indices, ages, genders, races, batch_size)
+    if isinstance(mixup_alpha, bool) or not isinstance(mixup_alpha, (int, float)) or not 0 <= mixup_alpha < 100:
+        raise PipelineError(f"mixup_alpha must be a number in [0, 100) (0: off), got {mixup_alpha!r}")
     size = images.shape[1]
     ages_arr = np.asarray(ages, dtype=np.float32)
     genders_arr = np.asarray(genders, dtype=np.int64)
@@ -94,7 +123,7 @@ def make_dataset(
         ds = _gather_in_graph(images, idx, ages_arr, genders_arr, races_arr, batch_size, training, seed)
     else:
         ds = _gather_by_numpy(images, idx, ages_arr, genders_arr, races_arr, batch_size, training, seed, size)
-    return _finish(ds, training=training, seed=seed, augment=augment)
+    return _finish(ds, training=training, seed=seed, augment=augment, mixup_alpha=float(mixup_alpha))
 
 
 def _gather_in_graph(images, idx, ages_arr, genders_arr, races_arr, batch_size, training, seed) -> tf.data.Dataset:
@@ -145,7 +174,7 @@ def _gather_by_numpy(images, idx, ages_arr, genders_arr, races_arr, batch_size, 
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _finish(ds: tf.data.Dataset, *, training: bool, seed: int, augment: bool) -> tf.data.Dataset:
+def _finish(ds: tf.data.Dataset, *, training: bool, seed: int, augment: bool, mixup_alpha: float) -> tf.data.Dataset:
     def to_model(image, age, gender, race):
         targets = {
             "age": tf.reshape(age, [-1, 1]),
@@ -154,12 +183,19 @@ def _finish(ds: tf.data.Dataset, *, training: bool, seed: int, augment: bool) ->
         }
         return tf.cast(image, tf.float32), targets
 
-    if training and augment:
+    mixup = training and mixup_alpha > 0
+    if (training and augment) or mixup:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
         def finish(batch, pair):
             image, targets = to_model(*batch)
-            return augment_batch(image, pair), targets
+            if augment:
+                image = augment_batch(image, pair)
+            if mixup:
+                # A seed derived from the batch's pair: augmentation stays what it is without mixup.
+                mix_seed = tf.random.experimental.stateless_fold_in(pair, 1)
+                image, targets = mix_batch(image, targets, mixup_weights(mix_seed, tf.shape(image)[0], mixup_alpha))
+            return image, targets
 
         ds = tf.data.Dataset.zip((ds, seeds))
     else:

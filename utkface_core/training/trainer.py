@@ -21,7 +21,7 @@ from utkface_core import runs
 from utkface_core.config import TrainConfig
 from utkface_core.data.splits import TRAINS_ON_VALID
 from utkface_core.inference.prediction import predict_arrays
-from utkface_core.labels import HEADS, RACES
+from utkface_core.labels import HEADS, RACES, SPLITS
 from utkface_core.training.callbacks import (
     BestCheckpoint,
     BudgetCosineSchedule,
@@ -39,8 +39,7 @@ from utkface_core.training.pipeline import make_dataset
 from utkface_core.training.tensorboard_log import LOG_DIR as TENSORBOARD_DIR
 from utkface_core.training.tensorboard_log import TensorBoardLog
 
-FRAME_COLUMNS: tuple[str, ...] = ("path", "file", "age", "gender", "race")
-SPLITS: tuple[str, ...] = ("train", "valid", "test")
+FRAME_COLUMNS: tuple[str, ...] = ("path", "file", *HEADS)
 
 
 class TrainInputError(ValueError):
@@ -114,12 +113,18 @@ def _race_prior(races: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _test_metrics(
-    net: keras.Model, images: np.ndarray, frame: pd.DataFrame, idx: np.ndarray, batch_size: int = 256
+    net: keras.Model,
+    images: np.ndarray,
+    frame: pd.DataFrame,
+    idx: np.ndarray,
+    batch_size: int = 256,
+    *,
+    flip: bool = False,
 ) -> dict[str, Any]:
-    preds: dict[str, list] = {"age": [], "gender": [], "race": []}
+    preds: dict[str, list] = {head: [] for head in HEADS}
     for start in range(0, len(idx), batch_size):
         rows = idx[start : start + batch_size]
-        out = predict_arrays(net, np.asarray(images[rows]), batch_size=batch_size)
+        out = predict_arrays(net, np.asarray(images[rows]), batch_size=batch_size, flip=flip)
         for key in preds:
             preds[key].append(out[key])
     age = np.concatenate(preds["age"])
@@ -188,10 +193,16 @@ def train(
     trained_on = ("train", "valid") if config.split_method in TRAINS_ON_VALID else ("train",)
     train_idx = np.concatenate([idx[name] for name in trained_on])
 
+    spec = PRESET_SPECS[config.preset]
+    age_loss = spec.age_loss if config.age_loss is None else config.age_loss
+    mixup_alpha = spec.mixup_alpha if config.mixup_alpha is None else float(config.mixup_alpha)
+
     saved_config = config.to_dict()
     saved_config.update(
         image_size=size,
         learning_rate=lr,
+        age_loss=age_loss,
+        mixup_alpha=mixup_alpha,
         loss_weights=weights.to_config(),
         data={"source": config.data_source, "fingerprint": config.data_fingerprint},
         counts={name: int(len(i)) for name, i in idx.items()},
@@ -206,7 +217,7 @@ def train(
     runs.write_json_atomic(run_dir / runs.CONFIG_FILE, saved_config)
     split_frame = frame[list(FRAME_COLUMNS)].copy()
     split_frame["split"] = labels
-    split_frame.to_csv(run_dir / runs.SPLIT_FILE, index=False)
+    runs.write_split(run_dir, split_frame)
     runs.write_status(run_dir, "running", "building the model")
     emit({"kind": "status", "state": "running", "message": "building the model"})
 
@@ -217,13 +228,14 @@ def train(
     try:
         keras.utils.set_random_seed(config.seed)
         strategy = make_strategy(config.strategy)
-        spec = PRESET_SPECS[config.preset]
         with strategy.scope():
-            net = build_model(config.preset, size, float(config.max_age), min_age=float(config.min_age))
+            net = build_model(
+                config.preset, size, float(config.max_age), min_age=float(config.min_age), age_loss=age_loss
+            )
             model = MultiTaskModel(
                 net,
                 weights,
-                age_loss=spec.age_loss,
+                age_loss=age_loss,
                 label_smoothing=spec.label_smoothing,
                 race_prior=_race_prior(frame["race"].to_numpy(), train_idx),
                 race_tau=spec.race_tau,
@@ -246,6 +258,7 @@ def train(
             seed=config.seed,
             augment=config.augment,
             in_memory=feed,
+            mixup_alpha=mixup_alpha,
         )
         valid_ds = make_dataset(
             images,
@@ -321,6 +334,10 @@ def train(
             emit({"kind": "status", "state": "running", "message": note, "phase": "testing"})
             best = keras.saving.load_model(model_path, compile=False)
             metrics = _test_metrics(best, images, frame, idx["test"])
+            # The same test rows with flip averaging (what predict_image does for a photo), kept apart so the
+            # headline figures stay those of the plain model that evaluation and exports reproduce.
+            flipped = _test_metrics(best, images, frame, idx["test"], flip=True)
+            metrics["flip"] = {k: v for k, v in flipped.items() if k != "n"}
             metrics.update(
                 {
                     f"val_{k}": checkpoint.best_logs.get(f"val_{k}")
@@ -340,7 +357,7 @@ def train(
             runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
     except Exception as exc:  # noqa: BLE001 - any failure must end as a "failed" run, not a lost thread
         state, message = "failed", f"{type(exc).__name__}: {exc}"
-        (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        runs.write_error(run_dir, traceback.format_exc())
     runs.write_status(run_dir, state, message)
     history = runs.read_history(run_dir)
     emit({"kind": "end", "state": state, "message": message, "metrics": metrics})
