@@ -82,13 +82,14 @@ def main() -> int:
     from utkface_core import runs
     from utkface_core.config import TrainConfig
     from utkface_core.inference.prediction import load_model
+    from utkface_core.labels import SPLITS
     from utkface_core.training import lossweights, trainer
     from utkface_core.workflow import prepare_training_data
 
     data = prepare_training_data(args.data, image_size=48, min_age=10, max_age=65, seed=0, split_method=args.split)
     labels = np.asarray(data.split).astype(str)
     test, n_train = np.flatnonzero(labels == "test"), int((labels == "train").sum())
-    print(f"split {args.split}: " + json.dumps({s: int((labels == s).sum()) for s in ("train", "valid", "test")}))
+    print(f"split {args.split}: " + json.dumps({s: int((labels == s).sum()) for s in SPLITS}))
     out_root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="utkface-levers-"))
     for name, overrides, kl_weight in variants:
         lossweights.DLDL_KL_WEIGHT = kl_weight

@@ -144,6 +144,7 @@ def main() -> int:
 
     from utkface_core import runs
     from utkface_core.config import TrainConfig
+    from utkface_core.labels import SPLITS
     from utkface_core.training.trainer import train
     from utkface_core.workflow import prepare_training_data
 
@@ -163,10 +164,7 @@ def main() -> int:
         flush=True,
     )
     for split, data in prepared.items():
-        print(
-            f"  split {split}: train/valid/test "
-            + "/".join(str(int((data.split == s).sum())) for s in ("train", "valid", "test"))
-        )
+        print(f"  split {split}: train/valid/test " + "/".join(str(int((data.split == s).sum())) for s in SPLITS))
 
     # 1. Baseline.
     train_frame = tutorial.frame[tutorial.split == "train"]

@@ -22,6 +22,7 @@ from utkface_core import jobs as worker_jobs
 from utkface_core.evaluation import evalcharts
 from utkface_core.evaluation.evaluation import Evaluation, evaluate_run
 from utkface_core.evaluation.modelcard import render_model_card
+from utkface_core.workflow import evaluation_job, evaluation_job_key
 
 ensure_shell()
 st.title("Evaluate a trained model")
@@ -85,15 +86,16 @@ if data_choice == "sidebar":
     )
 
 
-def eval_key(target) -> str:
-    return f"evaluate:{target.path}:{model_mtime(target)}:{data_tag}"
-
-
-def start_evaluation(target) -> worker_jobs.JobInfo:
-    """Evaluate ``target`` in a worker process (one job per run, model and data, shared by all visitors)."""
-    args = {"run_dir": str(target.path), "data_dir": str(data_dir) if data_dir is not None else None}
-    return worker_jobs.submit_job(
-        "evaluate", args, owner_token(), label=f"Evaluating {target.name}", key=eval_key(target)
+def evaluation_job_of(target, restart: bool = False) -> worker_jobs.JobInfo:
+    """The worker job evaluating ``target`` (one per run, model and data, shared by all visitors)."""
+    return evaluation_job(
+        target.path,
+        model_mtime(target),
+        data_dir=data_dir,
+        data_tag=data_tag,
+        owner=owner_token(),
+        label=f"Evaluating {target.name}",
+        restart=restart,
     )
 
 
@@ -105,10 +107,7 @@ def load_evaluation(run_path: str, mtime: int, data: str | None, tag: str) -> Ev
 
 def evaluation_of(target):
     """The finished Evaluation of a run, or the worker job computing it (started here when there is none)."""
-    key = eval_key(target)
-    job = next((j for j in reversed(worker_jobs.list_jobs("evaluate")) if j.key == key), None)
-    if job is None or job.state in ("stopped", "interrupted"):
-        job = start_evaluation(target)
+    job = evaluation_job_of(target)
     if job.state == "completed":
         return load_evaluation(str(target.path), model_mtime(target), str(data_dir) if data_dir else None, data_tag)
     return job
@@ -127,7 +126,8 @@ if pending:
             job_progress(job)
             if job.state == "failed":
                 if st.button("Try again", key=f"eval_retry_{job.id}", icon=":material/refresh:"):
-                    start_evaluation(next(t for t in targets if eval_key(t) == job.key))
+                    target = next(t for t in targets if evaluation_job_key(t.path, model_mtime(t), data_tag) == job.key)
+                    evaluation_job_of(target, restart=True)
                     st.rerun(scope="app")
         if waiting and not any(j.active for j in current):
             st.rerun(scope="app")

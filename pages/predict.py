@@ -1,10 +1,5 @@
 """Predict: age, gender and race of the faces in uploaded photos or a camera shot; Grad-CAM; batch CSV; downloads."""
 
-import shutil
-import tempfile
-from pathlib import Path
-
-import pandas as pd
 import streamlit as st
 
 from pages.shared import (
@@ -18,11 +13,10 @@ from pages.shared import (
     pick_run,
     upload_problem,
 )
-from utkface_core.data.archive import extract_archive
 from utkface_core.data.imagecache import ImageDecodeError
 from utkface_core.inference import export, gradcam, prediction
 from utkface_core.jobs import registry
-from utkface_core.paths import data_subdir
+from utkface_core.workflow import start_batch_prediction
 
 ensure_shell()
 st.title("Predict age, gender and race")
@@ -168,42 +162,6 @@ def show_image(name: str, data: bytes, image_no: int, cam_head: str) -> None:
                 face_panel(face, image_no, cam_head)
 
 
-def predict_batch(uploaded: list, folder: Path, net, detect: bool, size: int, mae, job) -> pd.DataFrame:
-    """Write the uploads into ``folder`` (archives extracted there), predict them all; one row per face or error."""
-    items, labels, extra = [], {}, []
-    for i, (name, data) in enumerate(uploaded):
-        if name.lower().endswith(prediction.ARCHIVE_SUFFIXES):
-            try:
-                extracted = extract_archive(data, dest_root=folder / f"archive-{i}")
-            except ValueError as exc:
-                extra.append({"file": name, "error": str(exc)})
-                continue
-            items.append(extracted.dest)
-            extra += [
-                {"file": f"{name}/{s.get('file') or s.get('name') or '?'}", "error": str(s.get("reason", "left out"))}
-                for s in extracted.skipped
-            ]
-        else:
-            # A numbered subfolder per upload keeps two uploads of the same name apart.
-            target = folder / f"{i:04d}" / Path(name).name
-            target.parent.mkdir(parents=True)
-            target.write_bytes(data)
-            items.append(target)
-            labels[str(target)] = name
-    frame = prediction.predict_files(
-        net,
-        items,
-        image_size=size,
-        detect=detect,
-        age_mae=mae,
-        progress=lambda done, total: job.report(done / max(total, 1), f"{done:,}/{total:,} images"),
-    )
-    frame["file"] = frame["file"].map(lambda f: labels.get(f, f))
-    if extra:
-        frame = pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True)
-    return frame
-
-
 tab_photos, tab_batch, tab_model = st.tabs(
     ["Photos", "Batch → CSV", "Download the model"], default="Photos", key="predict_tab", bind="query-params"
 )
@@ -263,17 +221,14 @@ with tab_batch:
         disabled=not batch or busy,
         icon=":material/play_arrow:",
     ):
-        folder = Path(tempfile.mkdtemp(prefix="batch-", dir=data_subdir("uploads")))
-        uploaded = [(upload.name, upload.getvalue()) for upload in batch]
-        detect, size, mae = not no_detect, image_size, age_mae
-
-        def work(job):
-            try:
-                return predict_batch(uploaded, folder, model, detect, size, mae, job)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)  # uploaded photos are not kept
-
-        job = registry().submit("predict", f"Predicting {len(uploaded)} upload(s) with {run.name}", work)
+        job = start_batch_prediction(
+            model,
+            [(upload.name, upload.getvalue()) for upload in batch],
+            run_name=run.name,
+            image_size=image_size,
+            detect=not no_detect,
+            age_mae=age_mae,
+        )
         st.session_state["predict_batch_job"] = job.id
         busy = True
 

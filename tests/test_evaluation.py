@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from utkface_core.evaluation.evaluation import (
+    EVALUATION_PHASES,
     EvaluationError,
     Predictions,
     evaluate_arrays,
@@ -425,6 +426,19 @@ def test_evaluate_run_reports_progress(run_dir, core):
     calls = []
     evaluate_run(run_dir, progress=lambda done, total: calls.append((done, total)))
     assert calls and calls[-1] == (5, 5)
+
+
+def test_evaluate_run_names_its_phases(run_dir, core, tmp_path):
+    phases = []
+    evaluate_run(run_dir, on_phase=phases.append)
+    assert phases == ["decoding", "predicting"]
+    phases.clear()
+    evaluate_run(run_dir, on_phase=phases.append)
+    assert phases == ["cached"]
+    phases.clear()
+    evaluate_run(run_dir, data_dir=tmp_path / "data", on_phase=phases.append)
+    assert phases == ["indexing", "decoding", "predicting"]
+    assert set(phases) <= set(EVALUATION_PHASES)
 
 
 def test_evaluate_run_second_call_hits_the_cache(run_dir, core, monkeypatch):

@@ -261,6 +261,32 @@ def test_predict_files_reports_a_damaged_archive(model, tmp_path, app_dir):
     assert frame.iloc[0]["error"]
 
 
+def test_predict_uploads_labels_rows_with_the_uploaded_names(model, tmp_path, app_dir):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("in/one.png", png_bytes(face_like(seed=11)))
+        zf.writestr("in/notes.txt", "hello")
+    uploads = [
+        ("face.png", png_bytes(face_like(seed=12))),
+        ("face.png", png_bytes(face_like(seed=13))),  # the same name twice stays two files
+        ("set.zip", archive.getvalue()),
+        ("broken.zip", b"PK\x03\x04 not a whole zip"),
+        ("bad.jpg", b"not a jpeg"),
+    ]
+    calls = []
+    frame = prediction.predict_uploads(
+        model, uploads, tmp_path / "up", image_size=SIZE, detect=False, progress=lambda d, t: calls.append((d, t))
+    )
+    assert list(frame.columns) == prediction.result_columns()
+    rows = frame.set_index("file")
+    assert list(frame["file"]).count("face.png") == 2 and frame[frame["file"] == "face.png"]["age"].notna().all()
+    assert rows.loc["in/one.png", "error"] is None or pd.isna(rows.loc["in/one.png", "error"])
+    notes = frame[frame["file"].str.endswith("notes.txt")]
+    assert len(notes) == 1 and notes.iloc[0]["error"]  # left out of the archive, and said so
+    assert rows.loc["broken.zip", "error"] and "not an image" in rows.loc["bad.jpg", "error"]
+    assert calls[-1] == (4, 4)  # 2 photos, the bad file and the archive's one image are read
+
+
 def test_predict_files_rejects_bytes(model):
     with pytest.raises(PredictionError, match="paths_or_archive"):
         predict_files(model, b"abc", image_size=SIZE)

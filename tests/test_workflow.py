@@ -87,3 +87,32 @@ def test_cli_train_writes_a_complete_run(folder, tmp_path, capsys):
 def test_cli_train_with_bad_data_folder_exits_2(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --- jobs the pages start through the workflow -------------------------------------------------------------------
+
+
+def test_evaluation_job_is_one_per_run_model_and_data(tmp_path, app_dir):
+    from utkface_core.workflow import evaluation_job, evaluation_job_key
+
+    run = tmp_path / "runs" / "r1"
+    first = evaluation_job(run, 111, data_dir=None, data_tag="test", owner="a", label="Evaluating r1", spawn=False)
+    again = evaluation_job(run, 111, data_dir=None, data_tag="test", owner="b", label="Evaluating r1", spawn=False)
+    assert again.dir == first.dir and first.key == evaluation_job_key(run, 111, "test")
+    newer = evaluation_job(run, 222, data_dir=None, data_tag="test", owner="a", label="Evaluating r1", spawn=False)
+    assert newer.dir != first.dir  # a retrained model is a new evaluation
+
+
+def test_evaluation_job_restarts_only_when_asked_or_stopped(tmp_path, app_dir):
+    from utkface_core import runs
+    from utkface_core.workflow import evaluation_job
+
+    run = tmp_path / "runs" / "r1"
+    first = evaluation_job(run, 1, data_dir=None, data_tag="t", owner="a", label="Evaluating", spawn=False)
+    runs.write_status(first.dir, "failed", "boom")
+    kept = evaluation_job(run, 1, data_dir=None, data_tag="t", owner="a", label="Evaluating", spawn=False)
+    assert kept.dir == first.dir and kept.state == "failed"  # the page shows the failure and a Try again button
+    retried = evaluation_job(
+        run, 1, data_dir=None, data_tag="t", owner="a", label="Evaluating", restart=True, spawn=False
+    )
+    assert retried.dir != first.dir and retried.spec["args"] == {"run_dir": str(run), "data_dir": None}

@@ -213,7 +213,7 @@ def evaluation_text(evaluation) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from utkface_core.evaluation.evaluation import evaluate_run
+    from utkface_core.evaluation.evaluation import EVALUATION_PHASES, evaluate_run
 
     run_dir = _run_folder(args.run_dir)
     data_dir = None
@@ -227,6 +227,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         min_age=args.min_age,
         max_age=args.max_age,
         progress=None if args.json else _progress_printer("evaluating"),
+        on_phase=None if args.json else lambda name: print(f"{EVALUATION_PHASES[name]}...", file=sys.stderr),
     )
     print(json.dumps(evaluation.to_json_dict(), indent=2) if args.json else evaluation_text(evaluation))
     return 0

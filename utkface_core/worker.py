@@ -337,22 +337,23 @@ def _run_train(worker: Worker) -> tuple[str, str, dict | None]:
 
 
 def _run_evaluate(worker: Worker) -> tuple[str, str, dict | None]:
-    from utkface_core.evaluation.evaluation import evaluate_run
+    from utkface_core.evaluation.evaluation import EVALUATION_PHASES, evaluate_run
 
     args = worker.spec.get("args") or {}
-    steps = {"n": 0, "last": None}
+    current = {"phase": "preparing"}
+
+    def on_phase(name: str) -> None:
+        current["phase"] = name
 
     def progress(done: int, total: int) -> None:
-        if steps["last"] is None or done < steps["last"]:
-            steps["n"] += 1  # evaluate_run restarts the count at each phase (index, decode, predict)
-        steps["last"] = done
         if worker.stop_event.is_set():
             raise jobs.JobStopped("stopped on request")
+        what = EVALUATION_PHASES.get(current["phase"], current["phase"])
         worker.report(
             {
                 "kind": "progress",
                 "progress": min(0.99, done / max(total, 1)),
-                "message": f"step {steps['n']}: {done:,}/{total:,} images",
+                "message": f"{what}: {done:,}/{total:,} images",
             }
         )
 
@@ -360,7 +361,7 @@ def _run_evaluate(worker: Worker) -> tuple[str, str, dict | None]:
     data_dir = args.get("data_dir")
     try:
         evaluation = evaluate_run(
-            Path(args["run_dir"]), data_dir=Path(data_dir) if data_dir else None, progress=progress
+            Path(args["run_dir"]), data_dir=Path(data_dir) if data_dir else None, progress=progress, on_phase=on_phase
         )
     except jobs.JobStopped as exc:
         return "stopped", str(exc), None

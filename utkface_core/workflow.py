@@ -220,3 +220,72 @@ def start_decode_job(index: DatasetIndex, size: int, *, registry: Any = None) ->
     return registry.submit(
         "decode", f"Checking {len(paths):,} images", work, key=f"decode:{index.root}:{size}:{len(paths)}"
     )
+
+
+def start_batch_prediction(
+    model: Any,
+    uploads: list[tuple[str, bytes]],
+    *,
+    run_name: str,
+    image_size: int,
+    detect: bool = True,
+    age_mae: float | None = None,
+    registry: Any = None,
+) -> Any:
+    """Predict uploaded photos and archives in a background job; the uploads are deleted when it ends.
+
+    The job's result is ``prediction.predict_uploads``' frame (one row per face or per file in error).
+    """
+    import shutil
+    import tempfile
+
+    from utkface_core.inference.prediction import predict_uploads
+    from utkface_core.jobs import registry as default_registry
+    from utkface_core.paths import data_subdir
+
+    registry = registry or default_registry()
+    folder = Path(tempfile.mkdtemp(prefix="batch-", dir=data_subdir("uploads")))
+
+    def work(job: Any) -> Any:
+        def progress(done: int, total: int) -> None:
+            job.report(done / max(total, 1), f"{done:,}/{total:,} images")
+
+        try:
+            return predict_uploads(
+                model, uploads, folder, image_size=image_size, detect=detect, age_mae=age_mae, progress=progress
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)  # uploaded photos are not kept
+
+    return registry.submit("predict", f"Predicting {len(uploads)} upload(s) with {run_name}", work)
+
+
+def evaluation_job_key(run_dir: str | Path, model_mtime_ns: int, data_tag: str) -> str:
+    """The key that makes one evaluation job per run, model file and data set, shared by every visitor."""
+    return f"evaluate:{Path(run_dir)}:{model_mtime_ns}:{data_tag}"
+
+
+def evaluation_job(
+    run_dir: str | Path,
+    model_mtime_ns: int,
+    *,
+    data_dir: str | Path | None,
+    data_tag: str,
+    owner: str | None,
+    label: str,
+    restart: bool = False,
+    spawn: bool = True,
+) -> Any:
+    """The worker job evaluating a run's model (on its test split, or on every image of ``data_dir``).
+
+    Returns the latest job of that run, model and data when there is one (whatever its state), else starts one.
+    A stopped or interrupted job, or ``restart=True`` (after a failure), starts a new one.
+    """
+    from utkface_core import jobs
+
+    key = evaluation_job_key(run_dir, model_mtime_ns, data_tag)
+    job = next((j for j in reversed(jobs.list_jobs("evaluate")) if j.key == key), None)
+    if job is None or restart or job.state in ("stopped", "interrupted"):
+        args = {"run_dir": str(run_dir), "data_dir": str(data_dir) if data_dir is not None else None}
+        job = jobs.submit_job("evaluate", args, owner, label=label, key=key, spawn=spawn)
+    return job

@@ -41,6 +41,13 @@ _PROB_SUM_TOLERANCE = 1e-2
 
 # progress(done, total), the convention of utkface_core.data.dataset.
 Progress = Callable[[int, int], None]
+# The phases evaluate_run names through ``on_phase``, with what each does (for progress texts).
+EVALUATION_PHASES: dict[str, str] = {
+    "indexing": "indexing the folder",
+    "decoding": "decoding the images",
+    "predicting": "predicting",
+    "cached": "read from the evaluation cache",
+}
 
 
 class EvaluationError(ValueError):
@@ -595,6 +602,7 @@ def evaluate_run(
     progress: Progress | None = None,
     batch_size: int = 256,
     use_cache: bool = True,
+    on_phase: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Evaluate a saved run's ``model.keras`` on its test split (or on every image of ``data_dir``).
 
@@ -602,9 +610,14 @@ def evaluate_run(
     and listed in ``Evaluation.excluded``. Predictions are cached in ``run_dir/evaluation/`` keyed by the model
     file (mtime, size), the evaluated rows and the age range, so a repeated call skips decoding and inference.
     ``progress(done, total)`` is passed to the folder indexer and the image decoder, then counts images
-    predicted (each phase restarts from 0); a cache hit reports (n, n) once.
+    predicted (each phase restarts from 0); a cache hit reports (n, n) once. ``on_phase(name)`` is called as
+    each phase starts, with a name from ``EVALUATION_PHASES``.
     """
     run_dir = Path(run_dir)
+
+    def phase(name: str) -> None:
+        if on_phase is not None:
+            on_phase(name)
 
     def report(done: int, total: int) -> None:
         if progress is not None:
@@ -629,6 +642,7 @@ def evaluate_run(
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
             raise EvaluationError(f"data folder {data_dir} does not exist; choose an existing image folder")
+        phase("indexing")
         frame = index_folder(data_dir, progress=progress).frame
         frame = filter_frame(frame, lo, hi)
         source = str(data_dir.resolve())
@@ -668,6 +682,7 @@ def evaluate_run(
             evaluation.excluded = list(meta.get("excluded", []))
             evaluation.cached = True
             evaluation.cache_key = key
+            phase("cached")
             report(evaluation.n, evaluation.n)
             return evaluation
 
@@ -675,6 +690,7 @@ def evaluate_run(
     from utkface_core.inference.prediction import load_model, predict_arrays
 
     paths = [str(p) for p in frame["path"]]
+    phase("decoding")
     cache = build_image_cache(paths, image_size, progress=progress)
     ok = np.asarray(cache.ok, dtype=bool)
     if ok.shape != (len(paths),):
@@ -691,6 +707,7 @@ def evaluate_run(
             f"none of the {len(paths)} images could be decoded; see the excluded list: {excluded[:3]}"
         )
 
+    phase("predicting")
     model = load_model(model_path)
     outputs: dict[str, list[np.ndarray]] = {head: [] for head in HEADS}
     chunk = max(int(batch_size), 1) * 4

@@ -617,6 +617,53 @@ def predict_files(
 THUMBNAIL_SIDE = 640
 
 
+def predict_uploads(
+    model,
+    uploads: Sequence[tuple[str, bytes]],
+    folder: str | Path,
+    *,
+    image_size: int,
+    detect: bool = True,
+    age_mae: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Write uploaded files (name, bytes) into ``folder`` (archives extracted there) and predict them all.
+
+    Returns :func:`predict_files`' rows, labelled with the uploaded names; an archive that cannot be used, and
+    each member it left out, get a row whose ``error`` says why. The caller removes ``folder`` afterwards.
+    """
+    from utkface_core.data.archive import extract_archive
+
+    folder = Path(folder)
+    items: list[Path] = []
+    labels: dict[str, str] = {}
+    extra: list[dict] = []
+    for i, (name, data) in enumerate(uploads):
+        if name.lower().endswith(ARCHIVE_SUFFIXES):
+            try:
+                extracted = extract_archive(data, dest_root=folder / f"archive-{i}")
+            except ValueError as exc:
+                extra.append({"file": name, "error": str(exc)})
+                continue
+            items.append(extracted.dest)
+            extra += [
+                {"file": f"{name}/{s.get('file') or s.get('name') or '?'}", "error": str(s.get("reason", "left out"))}
+                for s in extracted.skipped
+            ]
+        else:
+            # A numbered subfolder per upload keeps two uploads of the same name apart.
+            target = folder / f"{i:04d}" / Path(name).name
+            target.parent.mkdir(parents=True)
+            target.write_bytes(data)
+            items.append(target)
+            labels[str(target)] = name
+    frame = predict_files(model, items, image_size=image_size, detect=detect, age_mae=age_mae, progress=progress)
+    frame["file"] = frame["file"].map(lambda f: labels.get(f, f))
+    if extra:
+        frame = pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True)
+    return frame
+
+
 def thumbnail_result(result: ImageResult, side: int = THUMBNAIL_SIDE) -> ImageResult:
     """A copy of ``result`` whose ``image_rgb`` is at most ``side`` pixels long, boxes scaled to match.
 
