@@ -22,6 +22,7 @@ from typing import BinaryIO
 from utkface_core import labels, limits
 from utkface_core import paths as app_paths
 from utkface_core.files import TEMP_PATTERN, make_temp_dir, sweep_stale_temp, write_text_atomic
+from utkface_core.limits import fmt_bytes
 
 _CHUNK = 1024 * 1024
 _STALE_TMP_SECONDS = 24 * 3600
@@ -113,7 +114,7 @@ def extract_archive(
             ratio_cap = _ratio_cap(archive_bytes, max_ratio)
             if planned > ratio_cap:
                 raise ArchiveError(
-                    f"{name} is {_fmt_bytes(archive_bytes)} but its images expand to {_fmt_bytes(planned)}, "
+                    f"{name} is {fmt_bytes(archive_bytes)} but its images expand to {fmt_bytes(planned)}, "
                     f"more than {max_ratio:g} times its size (the limit): it looks like a decompression bomb; "
                     "upload an archive of ordinary photos"
                 )
@@ -310,8 +311,8 @@ def _check_free_space(root: Path, planned: int, reserve_bytes: int, name: str) -
         return
     if free - planned < reserve_bytes:
         raise ArchiveError(
-            f"not enough free disk space to extract {name}: it needs {_fmt_bytes(planned)} and "
-            f"{_fmt_bytes(reserve_bytes)} must stay free; try a smaller archive or ask the operator to free space"
+            f"not enough free disk space to extract {name}: it needs {fmt_bytes(planned)} and "
+            f"{fmt_bytes(reserve_bytes)} must stay free; try a smaller archive or ask the operator to free space"
         )
 
 
@@ -339,7 +340,7 @@ def _plan(
         total += max(size, 0)
         if total > max_total_bytes:
             raise ArchiveError(
-                f"{archive.name} expands to more than {_fmt_bytes(max_total_bytes)} (the limit; "
+                f"{archive.name} expands to more than {fmt_bytes(max_total_bytes)} (the limit; "
                 f"reached at member {name!r}); split it into smaller archives, or extract it "
                 "yourself and point the app at the folder"
             )
@@ -354,13 +355,13 @@ def _plan(
             continue
         if size > max_member_bytes:
             raise ArchiveError(
-                f"member {name!r} is {_fmt_bytes(size)}, more than the {_fmt_bytes(max_member_bytes)} "
+                f"member {name!r} is {fmt_bytes(size)}, more than the {fmt_bytes(max_member_bytes)} "
                 "limit for one image; remove or shrink it and upload again"
             )
         compressed = _compressed_size(handle)
         if compressed is not None and size > _ratio_cap(compressed, max_ratio):
             raise ArchiveError(
-                f"member {name!r} expands from {_fmt_bytes(compressed)} to {_fmt_bytes(size)}, more than "
+                f"member {name!r} expands from {fmt_bytes(compressed)} to {fmt_bytes(size)}, more than "
                 f"{max_ratio:g} times (the limit): it looks like a decompression bomb; upload ordinary photos"
             )
         seen.add(rel)
@@ -435,11 +436,11 @@ def _write_members(
                     if written > limit:
                         raise ArchiveError(
                             f"member {member.name!r} holds more data than its header declares "
-                            f"({_fmt_bytes(limit)}); the archive is corrupt or malicious, re-create it"
+                            f"({fmt_bytes(limit)}); the archive is corrupt or malicious, re-create it"
                         )
                     if total > max_total_bytes:
                         raise ArchiveError(
-                            f"the archive expands to more than {_fmt_bytes(max_total_bytes)} (the limit, "
+                            f"the archive expands to more than {fmt_bytes(max_total_bytes)} (the limit, "
                             f"or {max_ratio:g} times its compressed size); split it, or extract it yourself "
                             "and point the app at the folder"
                         )
@@ -472,12 +473,3 @@ def _remove_stale_temp_dirs(root: Path) -> None:
     # ".*.tmp": the names earlier versions gave their temps.
     for pattern in (TEMP_PATTERN, ".*.tmp"):
         sweep_stale_temp(root, pattern, _STALE_TMP_SECONDS)
-
-
-def _fmt_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} bytes"

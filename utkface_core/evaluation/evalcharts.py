@@ -333,28 +333,18 @@ def roc_figure(ev: Evaluation) -> go.Figure:
     """ROC curve of the gender head (female = positive) with the chance diagonal and the AUC."""
     ev = _check_evaluation(ev)
     curve = ev.gender_roc
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color=IDENTITY_COLOUR, dash="dash"))
+    reference = go.Scatter(
+        x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color=IDENTITY_COLOUR, dash="dash")
     )
-    if curve.score is None:
-        _no_curve(fig, "Only one gender in this set: no ROC curve")
-        title = "Gender ROC"
-    else:
-        fig.add_trace(
-            go.Scatter(
-                x=curve.x,
-                y=curve.y,
-                mode="lines",
-                name="model",
-                line=dict(width=3),
-                hovertemplate="FPR %{x:.2f} · TPR %{y:.2f}<extra></extra>",
-            )
-        )
-        title = f"Gender ROC · AUC {curve.score:.3f}"
-    fig.update_xaxes(range=[0, 1], title="False positive rate (male called female)")
-    fig.update_yaxes(range=[0, 1.02], title="True positive rate (female)")
-    return _layout(fig, title, showlegend=False)
+    title = "Gender ROC" if curve.score is None else f"Gender ROC · AUC {curve.score:.3f}"
+    return _curve_figure(
+        curve,
+        reference,
+        title,
+        empty="Only one gender in this set: no ROC curve",
+        hover="FPR %{x:.2f} · TPR %{y:.2f}<extra></extra>",
+        axes=("False positive rate (male called female)", "True positive rate (female)"),
+    )
 
 
 def pr_figure(ev: Evaluation) -> go.Figure:
@@ -362,29 +352,32 @@ def pr_figure(ev: Evaluation) -> go.Figure:
     ev = _check_evaluation(ev)
     curve = ev.gender_pr
     base = float(np.mean(ev.true_gender == GENDERS.index("female"))) if ev.n else 0.0
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=[0, 1], y=[base, base], mode="lines", name="base rate", line=dict(color=IDENTITY_COLOUR, dash="dash")
-        )
+    reference = go.Scatter(
+        x=[0, 1], y=[base, base], mode="lines", name="base rate", line=dict(color=IDENTITY_COLOUR, dash="dash")
     )
+    title = "Gender precision-recall" if curve.score is None else f"Gender PR · AP {curve.score:.3f}"
+    return _curve_figure(
+        curve,
+        reference,
+        title,
+        empty="Only one gender in this set: no PR curve",
+        hover="recall %{x:.2f} · precision %{y:.2f}<extra></extra>",
+        axes=("Recall", "Precision"),
+    )
+
+
+def _curve_figure(curve, reference: go.Scatter, title: str, *, empty: str, hover: str, axes: tuple[str, str]):
+    """A gender-head curve (ROC or PR) over its reference line, or the reference and ``empty`` without a curve."""
+    fig = go.Figure()
+    fig.add_trace(reference)
     if curve.score is None:
-        _no_curve(fig, "Only one gender in this set: no PR curve")
-        title = "Gender precision-recall"
+        _no_curve(fig, empty)
     else:
         fig.add_trace(
-            go.Scatter(
-                x=curve.x,
-                y=curve.y,
-                mode="lines",
-                name="model",
-                line=dict(width=3),
-                hovertemplate="recall %{x:.2f} · precision %{y:.2f}<extra></extra>",
-            )
+            go.Scatter(x=curve.x, y=curve.y, mode="lines", name="model", line=dict(width=3), hovertemplate=hover)
         )
-        title = f"Gender PR · AP {curve.score:.3f}"
-    fig.update_xaxes(range=[0, 1], title="Recall")
-    fig.update_yaxes(range=[0, 1.02], title="Precision")
+    fig.update_xaxes(range=[0, 1], title=axes[0])
+    fig.update_yaxes(range=[0, 1.02], title=axes[1])
     return _layout(fig, title, showlegend=False)
 
 

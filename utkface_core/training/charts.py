@@ -167,6 +167,14 @@ def weights_timeline(history: pd.DataFrame, changes: list[dict] | None = None) -
     return frame.sort_values("x", kind="stable").reset_index(drop=True)
 
 
+def _epoch_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    """The layout of a chart over epochs with its legend below (the runs' and weights' charts)."""
+    fig.update_layout(
+        title=title, xaxis_title="Epoch", margin=dict(t=40, b=10), height=height, legend=dict(orientation="h", y=-0.3)
+    )
+    return fig
+
+
 def weights_curve(history: pd.DataFrame, changes: list[dict] | None = None) -> go.Figure:
     """The loss weights in force over the run (steps at live changes; learned ones move in auto mode)."""
     fig = go.Figure()
@@ -175,14 +183,7 @@ def weights_curve(history: pd.DataFrame, changes: list[dict] | None = None) -> g
         if timeline[head].notna().any():
             fig.add_scatter(x=timeline["x"], y=timeline[head], name=head, mode="lines+markers", line_shape="hv")
     add_change_markers(fig, changes)
-    fig.update_layout(
-        title="Loss weights",
-        xaxis_title="Epoch",
-        margin=dict(t=40, b=10),
-        height=300,
-        legend=dict(orientation="h", y=-0.3),
-    )
-    return fig
+    return _epoch_layout(fig, "Loss weights", height=300)
 
 
 def compare_curves(
@@ -207,14 +208,7 @@ def compare_curves(
                     hovertext=[_change_text(c) for c in run_changes],
                     hoverinfo="text+x",
                 )
-    fig.update_layout(
-        title=f"Validation {CURVES.get(metric, (metric,))[0].lower()}",
-        xaxis_title="Epoch",
-        margin=dict(t=40, b=10),
-        height=320,
-        legend=dict(orientation="h", y=-0.3),
-    )
-    return fig
+    return _epoch_layout(fig, f"Validation {CURVES.get(metric, (metric,))[0].lower()}", height=320)
 
 
 def compare_weights(histories: dict[str, pd.DataFrame], changes: dict[str, list[dict]]) -> go.Figure:
@@ -233,11 +227,4 @@ def compare_weights(histories: dict[str, pd.DataFrame], changes: dict[str, list[
                     line=dict(dash=dash),
                     line_shape="hv",
                 )
-    fig.update_layout(
-        title="Loss weights over the runs",
-        xaxis_title="Epoch",
-        margin=dict(t=40, b=10),
-        height=320,
-        legend=dict(orientation="h", y=-0.3),
-    )
-    return fig
+    return _epoch_layout(fig, "Loss weights over the runs", height=320)
