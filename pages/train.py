@@ -21,7 +21,7 @@ from pages.shared import (
     owner_token,
 )
 from pages.sweep_tab import render_sweep_tab
-from utkface_core import jobs, runs
+from utkface_core import jobs, runs, standby
 from utkface_core.config import PRESET_BATCH_SIZE, PRESET_IMAGE_SIZE, TrainConfig
 from utkface_core.labels import HEADS, MAX_AGE
 from utkface_core.limits import clamp_train_config
@@ -34,6 +34,8 @@ DEFAULT_WEIGHTS = TrainConfig().loss_weights
 
 ensure_shell()
 st.title("Train a multi-task model")
+# A worker with TensorFlow already imported waits for the Start click (utkface_core.standby): a quicker first batch.
+standby.ensure()
 owner = owner_token()
 admin = is_admin()  # an operator who unlocked may steer, stop or delete any training
 source, index = current_data()

@@ -15,6 +15,8 @@ _SESSION_DIR = Path(tempfile.mkdtemp(prefix="utkface-tests-"))
 os.environ["UTKFACE_APP_DIR"] = str(_SESSION_DIR / "app")
 os.environ["UTKFACE_RUNS_DIR"] = str(_SESSION_DIR / "runs")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# No standby workers (utkface_core.standby) unless a test asks: each would import TensorFlow in the background.
+os.environ.setdefault("UTKFACE_STANDBY", "0")
 # Private mode only opens folders under the allowed roots; tests build their data sets in the temp folder.
 _ROOTS = [tempfile.gettempdir(), str(Path.home()), os.environ.get("UTKFACE_DIR", "")]
 os.environ.setdefault("UTKFACE_ALLOWED_ROOTS", os.pathsep.join(r for r in _ROOTS if r))

@@ -10,7 +10,7 @@ import pytest
 CORE = Path(__file__).resolve().parents[1] / "utkface_core"
 
 FOUNDATION = {"labels", "config", "paths", "limits", "access", "runs", "janitor", "files"}
-ORCHESTRATION = {"jobs", "workflow", "worker", "sweep", "cli", "__main__", "__init__"}
+ORCHESTRATION = {"jobs", "workflow", "worker", "standby", "sweep", "cli", "__main__", "__init__"}
 SUBPACKAGES = ("data", "inference", "training", "evaluation")
 
 # Who may import whom: a layer imports the layers listed here and itself, nothing else in the core.

@@ -514,6 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run one job folder (started by the app; training, evaluation or sweep)")
     p.add_argument("job_dir", help="job folder holding job.json")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("standby", help="a worker started ahead of its job (started by the app; see standby.py)")
+    p.add_argument("--lock-fd", type=int, required=True, help="the inherited descriptor holding the pool lock")
+    p.add_argument("--server", type=int, required=True, help="pid of the server: an idle standby ends with it")
+    p.set_defaults(func=cmd_standby)
     return parser
 
 
@@ -521,6 +526,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from utkface_core.worker import main as worker_main
 
     return worker_main(args.job_dir)
+
+
+def cmd_standby(args: argparse.Namespace) -> int:
+    from utkface_core.standby import main as standby_main
+
+    return standby_main(args.lock_fd, args.server)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

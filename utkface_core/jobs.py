@@ -431,9 +431,15 @@ def _housekeeping(root: Path) -> None:
         pass
 
 
-def spawn_worker(job_dir: str | Path) -> subprocess.Popen:
-    """Start ``python -m utkface_core worker JOB_DIR`` detached (own session: it outlives the server)."""
+def spawn_worker(job_dir: str | Path) -> int:
+    """Start the job's worker: hand it to a standby (``standby.offer``) or start ``python -m utkface_core worker
+    JOB_DIR`` detached (own session: it outlives the server); return the worker's pid."""
+    from utkface_core import standby
+
     job_dir = Path(job_dir)
+    pid = standby.offer(job_dir)
+    if pid is not None:
+        return pid
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     with open(job_dir / "worker.log", "ab") as log:
@@ -447,8 +453,13 @@ def spawn_worker(job_dir: str | Path) -> subprocess.Popen:
             start_new_session=True,
             close_fds=True,
         )
+    adopt_child(proc)
+    return proc.pid
+
+
+def adopt_child(proc: subprocess.Popen) -> None:
+    """Remember a detached child process, so that ``list_jobs`` reaps it once it ends (no zombies)."""
     _CHILDREN.append(proc)
-    return proc
 
 
 def _reap() -> None:

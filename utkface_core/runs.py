@@ -263,7 +263,8 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
         return None, f"{path.name} is unreadable ({exc})"
 
 
-def _process_alive(pid: Any) -> bool:
+def process_alive(pid: Any) -> bool:
+    """Whether process ``pid`` lives on this machine (a zombie counts as gone)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -290,7 +291,7 @@ def worker_alive(status: dict[str, Any], now: float | None = None) -> bool:
     beat = status.get("heartbeat")
     if isinstance(beat, (int, float)) and now - float(beat) > HEARTBEAT_STALE_S:
         return False
-    if status.get("host") == socket.gethostname() and not _process_alive(status.get("pid")):
+    if status.get("host") == socket.gethostname() and not process_alive(status.get("pid")):
         return False
     return True
 

@@ -130,11 +130,12 @@ class ProgressCallback(keras.callbacks.Callback):
         self._batches = batch + 1
         self._check_stop()
         now = time.monotonic()
-        if self._mark_time is None:
-            # The first step includes graph tracing: measure speed from the end of it.
+        first = self._mark_time is None
+        if first:
+            # The first step includes graph tracing: measure speed from the end of it (it is reported at once,
+            # without a speed: the app shows the training has begun).
             self._mark_time, self._mark_steps = now, self._steps_done
-            return
-        if now - self._last_report < self.min_interval_s and batch + 1 < self.steps_per_epoch:
+        elif now - self._last_report < self.min_interval_s and batch + 1 < self.steps_per_epoch:
             return
         if now > self._mark_time and self._steps_done > self._mark_steps:
             rate = (self._steps_done - self._mark_steps) * self.batch_size / (now - self._mark_time)
