@@ -80,6 +80,7 @@ class ProgressCallback(keras.callbacks.Callback):
         min_interval_s: float = 0.3,
         time_budget_s: float | None = None,
         weights_fn: Callable[[], dict] | None = None,
+        images_per_epoch: int | None = None,
     ):
         super().__init__()
         self.report = report
@@ -99,11 +100,30 @@ class ProgressCallback(keras.callbacks.Callback):
         self._batches = 0
         self._train_start = 0.0
         self._rate = 0.0  # images per second, smoothed
+        self.images_per_epoch = images_per_epoch
+        # Time in training steps only (no validation, checkpoint or first-step tracing) and the images they took.
+        self._timed_s = 0.0
+        self._timed_images = 0
+        self._interval_start: float | None = None
 
     @property
     def images_per_s(self) -> float:
         """Return the smoothed training speed in images per second (0 before it is known)."""
         return self._rate
+
+    @property
+    def mean_images_per_s(self) -> float:
+        """Images per second over all training steps but the first (tracing); 0 before two steps ran.
+
+        Validation, checkpoints and anything else between epochs are left out: this is the speed of training itself,
+        comparable between runs (the smoothed ``images_per_s`` is only the last few seconds').
+        """
+        return self._timed_images / self._timed_s if self._timed_s > 0 else 0.0
+
+    def _batch_images(self, batch: int) -> int:
+        if self.images_per_epoch is not None and batch + 1 == self.steps_per_epoch:
+            return max(1, self.images_per_epoch - batch * self.batch_size)  # the epoch's last, partial batch
+        return self.batch_size
 
     def _emit(self, event: dict) -> None:
         if self.report is not None:
@@ -120,6 +140,7 @@ class ProgressCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._batches = 0
+        self._interval_start = time.monotonic() if self._mark_time is not None else None
         self._check_stop()
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -130,6 +151,10 @@ class ProgressCallback(keras.callbacks.Callback):
         self._batches = batch + 1
         self._check_stop()
         now = time.monotonic()
+        if self._interval_start is not None:
+            self._timed_s += now - self._interval_start
+            self._timed_images += self._batch_images(batch)
+        self._interval_start = now
         first = self._mark_time is None
         if first:
             # The first step includes graph tracing: measure speed from the end of it (it is reported at once,
@@ -161,6 +186,7 @@ class ProgressCallback(keras.callbacks.Callback):
         )
 
     def on_test_begin(self, logs=None):
+        self._interval_start = None
         self._emit({"kind": "phase", "phase": "validating", "epoch": self._epoch})
 
     def on_test_end(self, logs=None):

@@ -208,10 +208,12 @@ class MultiTaskModel(keras.Model):
     def _age_losses(self, ages: Any, y_pred: dict) -> Any:
         # Per-sample loss of the age head against ages in years (B,1), in 0..1 units.
         age_true = (ops.reshape(ops.cast(ages, "float32"), (-1, 1)) - self._age_low) / self._age_span
-        age_pred = (ops.reshape(ops.cast(y_pred["age"], "float32"), (-1, 1)) - self._age_low) / self._age_span
-        loss = self._age_loss(age_true, age_pred)
         if self._dist_net is None:
-            return loss
+            age_pred = (ops.reshape(ops.cast(y_pred["age"], "float32"), (-1, 1)) - self._age_low) / self._age_span
+            return self._age_loss(age_true, age_pred)
+        # L1 on the expectation of the bins (smooth in the probabilities; the ``age`` output is their median).
+        expectation = ops.sum(ops.cast(y_pred["age_dist"], "float32") * self._bin_centres, axis=-1, keepdims=True)
+        loss = self._age_loss(age_true, expectation)
         target = self.age_distribution(ages)
         probs = ops.clip(ops.cast(y_pred["age_dist"], "float32"), 1e-7, 1.0)
         kl = ops.sum(target * (ops.log(ops.clip(target, 1e-7, 1.0)) - ops.log(probs)), axis=-1)

@@ -280,6 +280,7 @@ def train(
             config.batch_size,
             time_budget_s=config.time_budget_s,
             weights_fn=weights.get,
+            images_per_epoch=len(train_idx),
         )
         nan_guard = NanGuard()
         checkpoint = BestCheckpoint(
@@ -346,7 +347,7 @@ def train(
                 best_epoch=None if checkpoint.best_epoch is None else checkpoint.best_epoch + 1,
                 epochs_run=len(model.history.epoch) if model.history is not None else 0,
                 wall_time_s=round(time.monotonic() - started, 2),
-                train_images_per_s=round(progress.images_per_s, 1),
+                train_images_per_s=round(progress.mean_images_per_s, 1),
                 state=state,
                 loss_weights_start=saved_config["loss_weights"],
                 loss_weights_final=weights.get(),
