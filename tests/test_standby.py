@@ -143,6 +143,15 @@ def test_ensure_starts_one_standby_and_a_second_call_none(standbys_on):
     assert info["pid"] == pid and info["server_pid"] == os.getpid()
 
 
+def test_no_standby_starts_while_a_training_runs(standbys_on, tmp_path):
+    from utkface_core.data.demo import generate_demo_dataset
+
+    data = generate_demo_dataset(tmp_path / "demo", n=20, seed=0)
+    start_training_job(long_config(), data, owner="alice", spawn=False)  # active, with this process as its worker
+    assert standby.ensure() is None
+    assert standby.standbys() == []
+
+
 @pytest.mark.slow
 def test_a_training_runs_in_the_standby_and_a_successor_takes_its_place(standbys_on, tmp_path):
     from utkface_core.data.demo import generate_demo_dataset

@@ -134,12 +134,19 @@ def standbys(*, any_fingerprint: bool = False, of: str | None = None) -> list[di
 
 
 def ensure() -> int | None:
-    """Start a standby unless an idle one of this environment lives (or standbys are off); return its pid or None."""
+    """Start a standby unless an idle one of this environment lives, a training runs, or standbys are off.
+
+    Return the new standby's pid, or None.
+    """
     if not enabled():
         return None
     try:
         with jobs.file_lock(pool_dir() / ".pool.lock"):
             if any(not info["busy"] for info in standbys()):
+                return None  # an idle one waits already
+            if jobs.queue_of("train"):
+                # A training runs: importing TensorFlow now would take CPU from it (app/CLI images/s fell to 0.84).
+                # A standby that runs it starts its successor at its end; otherwise the page asks again later.
                 return None
             idle = [info for info in standbys(any_fingerprint=True) if not info["busy"]]
             for info in idle:
