@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -40,18 +39,6 @@ SEED = 0
 # it); the TensorFlow worker checks that they still agree.
 DLDL_SIGMA_YEARS = 2.0
 DLDL_KL_WEIGHT = 0.25
-
-
-def cpu_flags() -> str:
-    """Return the AVX-512 flags of this CPU (``grep -o 'avx512[a-z]*' /proc/cpuinfo | sort -u``)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown (no /proc/cpuinfo)"
-    flags = sorted(set(re.findall(r"\bavx512[a-z]*\b", text)))
-    if flags:
-        return " ".join(flags)
-    return "avx2 (no avx512)" if re.search(r"\bavx2\b", text) else "no avx2"
 
 
 def load_average() -> str:
@@ -258,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             "then rerun (or pass --python-jax PATH)."
         )
         return 2
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.time_to_accuracy import cpu_flags  # AVX-512 flags, or "avx2 (no avx512)"
 
     print(f"cores: {os.cpu_count()}  CPU flags: {cpu_flags()}  load average at start: {load_average()}")
     print(f"TF side: {args.python_tf} (keras {tf_keras})  JAX side: {args.python_jax} (jax, keras: {jax_versions})")

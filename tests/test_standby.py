@@ -116,6 +116,16 @@ def test_a_dead_standby_is_forgotten_and_not_handed_a_job(standbys_on):
     assert not fake.paths["json"].exists() and not fake.paths["lock"].exists()
 
 
+def test_a_standby_that_died_before_it_was_ready_stops_new_ones_for_a_while(standbys_on):
+    fake = FakeStandby(NO_PID + 7, standby.fingerprint())
+    runs.write_json_atomic(fake.paths["json"], {**runs.read_json(fake.paths["json"]), "state": "warming"})
+    fake.paths["log"].write_text("ImportError: libtensorflow is broken\n")
+    fake.die()
+    assert standby.ensure() is None  # no respawn loop of processes that cannot start
+    assert "libtensorflow" in (standby.pool_dir() / "last-failure.log").read_text()
+    assert standby.standbys() == []
+
+
 def test_a_handoff_not_claimed_in_time_is_taken_back(standbys_on, monkeypatch):
     monkeypatch.setattr(standby, "CLAIM_TIMEOUT_S", 0.3)
     fake = FakeStandby(NO_PID + 5, standby.fingerprint())  # never claims: a stuck standby

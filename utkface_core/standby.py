@@ -42,6 +42,8 @@ IDLE_EXIT_S = 3600.0
 HEARTBEAT_S = 0.5  # a claimed job's heartbeat until its worker beats itself
 STARTUP_WAIT_S = 10.0
 DEMO_WAIT_S = 600.0  # how long an idle standby waits for the demo faces before it stops waiting to decode them
+FAILED_MARK = ".failed"
+FAILURE_BACKOFF_S = 300.0  # after a standby died before it was ready, start none for this long (see last-failure.log)
 MAX_IDLE = 4  # idle standbys of other servers (or settings) beyond which none is started
 # The environment a job sees: a standby serves only servers whose values of these are the same.
 _ENV_PREFIXES = ("UTKFACE_", "TF_", "KERAS_", "CUDA_", "XLA_", "OMP_", "ONEDNN_", "PYTHON")
@@ -124,6 +126,8 @@ def standbys(*, any_fingerprint: bool = False, of: str | None = None) -> list[di
         if not isinstance(info, dict):
             continue
         if not _alive(pid):
+            if info.get("state") != "ready":
+                _note_failure(pid)
             _forget(pid)
             continue
         if any_fingerprint or info.get("fingerprint") == mine:
@@ -131,6 +135,24 @@ def standbys(*, any_fingerprint: bool = False, of: str | None = None) -> list[di
             found.append(info)
     found.sort(key=lambda info: float(info.get("started") or 0.0))
     return found
+
+
+def _note_failure(pid: int) -> None:
+    # A standby that died before it was ready (a broken install, out of memory) would die again: back off, and
+    # keep its log for the operator.
+    root = pool_dir()
+    try:
+        os.replace(_paths(pid)["log"], root / "last-failure.log")
+    except OSError:
+        pass
+    (root / FAILED_MARK).touch()
+
+
+def _backing_off() -> bool:
+    try:
+        return time.time() - (pool_dir() / FAILED_MARK).stat().st_mtime < FAILURE_BACKOFF_S
+    except OSError:
+        return False
 
 
 def ensure() -> int | None:
@@ -142,8 +164,8 @@ def ensure() -> int | None:
         return None
     try:
         with jobs.file_lock(pool_dir() / ".pool.lock"):
-            if any(not info["busy"] for info in standbys()):
-                return None  # an idle one waits already
+            if any(not info["busy"] for info in standbys()) or _backing_off():
+                return None  # an idle one waits already, or the last one died before it was ready
             if jobs.queue_of("train"):
                 # A training runs: importing TensorFlow now would take CPU from it (app/CLI images/s fell to 0.84).
                 # A standby that runs it starts its successor at its end; otherwise the page asks again later.
@@ -339,22 +361,13 @@ def _decode_demo(claimed: threading.Event) -> None:
     from utkface_core.config import TrainConfig
     from utkface_core.data.demo import DemoBuild
     from utkface_core.data.sources import DEMO_N, DEMO_SEED
-    from utkface_core.workflow import prepare_training_data
+    from utkface_core.workflow import prepare_config_data
 
     deadline = time.monotonic() + DEMO_WAIT_S
     while not DemoBuild(DEMO_N, DEMO_SEED).ready:
         if claimed.wait(1.0) or time.monotonic() > deadline:
             return
-    config = TrainConfig()
-    prepare_training_data(
-        "demo",
-        image_size=config.resolved_image_size(),
-        min_age=config.min_age,
-        max_age=config.max_age,
-        seed=config.seed,
-        split_method=config.split_method,
-        stop=claimed,
-    )
+    prepare_config_data(TrainConfig(), "demo", stop=claimed)
 
 
 def _redirect_output(log_path: Path) -> None:

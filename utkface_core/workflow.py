@@ -114,6 +114,26 @@ def prepare_training_data(
     return TrainingData(root, index, frame, RowView(cache.images, rows), split, excluded, index.fingerprint())
 
 
+def prepare_config_data(
+    config: Any,
+    data: str | Path,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> TrainingData:
+    """``prepare_training_data`` with the image size, age range, seed and split method of a ``TrainConfig``."""
+    return prepare_training_data(
+        data,
+        image_size=config.resolved_image_size(),
+        min_age=config.min_age,
+        max_age=config.max_age,
+        seed=config.seed,
+        split_method=config.split_method,
+        progress=progress,
+        stop=stop,
+    )
+
+
 def run_training(
     config: Any,
     data: str | Path,
@@ -138,16 +158,7 @@ def run_training(
     def decoded(done: int, total: int) -> None:
         emit({"kind": "decode", "done": done, "total": total})
 
-    prepared = prepare_training_data(
-        data,
-        image_size=config.resolved_image_size(),
-        min_age=config.min_age,
-        max_age=config.max_age,
-        seed=config.seed,
-        split_method=config.split_method,
-        progress=decoded,
-        stop=stop_event,
-    )
+    prepared = prepare_config_data(config, data, progress=decoded, stop=stop_event)
     config = dataclasses.replace(config, data_source=str(data), data_fingerprint=prepared.fingerprint)
     run_dir = Path(run_dir) if run_dir is not None else runs.create_run_dir()
     if prepared.excluded:
