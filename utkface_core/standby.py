@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from utkface_core import jobs, runs
+from utkface_core.worker import HEARTBEAT_S  # a claimed job's heartbeat until its worker beats itself
 
 STANDBY_ENV = "UTKFACE_STANDBY"
 CLAIM_TIMEOUT_S = 3.0  # offer: how long a handoff may wait for its standby (it claims within ~0.05 s, even mid-import)
 POLL_S = 0.05
 IDLE_EXIT_S = 3600.0
-HEARTBEAT_S = 0.5  # a claimed job's heartbeat until its worker beats itself
 STARTUP_WAIT_S = 10.0
 DEMO_WAIT_S = 600.0  # how long an idle standby waits for the demo faces before it stops waiting to decode them
 FAILED_MARK = ".failed"
@@ -102,12 +102,11 @@ def _alive(pid: int) -> bool:
 
 
 def _forget(pid: int) -> None:
-    for kind, path in _paths(pid).items():
-        if kind != "log" or not _alive(pid):
-            try:
-                path.unlink()
-            except OSError:
-                pass
+    for path in _paths(pid).values():
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def standbys(*, any_fingerprint: bool = False, of: str | None = None) -> list[dict[str, Any]]:
@@ -164,19 +163,20 @@ def ensure() -> int | None:
         return None
     try:
         with jobs.file_lock(pool_dir() / ".pool.lock"):
-            if any(not info["busy"] for info in standbys()) or _backing_off():
+            mine = fingerprint()
+            idle = [info for info in standbys(any_fingerprint=True) if not info["busy"]]
+            if any(info.get("fingerprint") == mine for info in idle) or _backing_off():
                 return None  # an idle one waits already, or the last one died before it was ready
             if jobs.queue_of("train"):
                 # A training runs: importing TensorFlow now would take CPU from it (app/CLI images/s fell to 0.84).
                 # A standby that runs it starts its successor at its end; otherwise the page asks again later.
                 return None
-            idle = [info for info in standbys(any_fingerprint=True) if not info["busy"]]
             for info in idle:
                 if info.get("server_pid") == os.getpid():
                     _end(int(info["pid"]))  # this server's standby of older code or settings: it can never serve
             if len([info for info in idle if info.get("server_pid") != os.getpid()]) >= MAX_IDLE:
                 return None  # other servers' idle standbys fill the pool: do not pile up processes
-            return _spawn(os.getpid(), fingerprint())
+            return _spawn(os.getpid(), mine)
     except OSError as exc:  # a standby only saves time: without one, jobs start a fresh worker as before
         print(f"warning: could not start a standby worker ({exc})", file=sys.stderr, flush=True)
         return None
@@ -250,15 +250,12 @@ def offer(job_dir: str | Path) -> int | None:
         if not paths["job"].exists():
             return pid if paths["taken"].exists() or runs.read_status(job_dir).get("pid") == pid else None
         time.sleep(POLL_S / 2)
-    # Not claimed (a stuck or dying standby): take the handoff back, unless it was claimed at this very moment.
+    # Not claimed (a stuck or dying standby): take the handoff back, unless it was claimed at this very moment
+    # (the standby's rename and this unlink cannot both succeed).
     try:
-        os.replace(paths["job"], paths["job"].with_suffix(".expired"))
+        os.unlink(paths["job"])
     except FileNotFoundError:
         return pid
-    try:
-        os.unlink(paths["job"].with_suffix(".expired"))
-    except OSError:
-        pass
     return None
 
 

@@ -155,8 +155,7 @@ class ProgressCallback(keras.callbacks.Callback):
             self._timed_s += now - self._interval_start
             self._timed_images += self._batch_images(batch)
         self._interval_start = now
-        first = self._mark_time is None
-        if first:
+        if self._mark_time is None:
             # The first step includes graph tracing: measure speed from the end of it (it is reported at once,
             # without a speed: the app shows the training has begun).
             self._mark_time, self._mark_steps = now, self._steps_done
