@@ -180,7 +180,43 @@ def test_a_training_runs_in_the_standby_and_a_successor_takes_its_place(standbys
     assert ended.state == "stopped" and (job.dir / "model.keras").is_file()
     successor = wait_until(lambda: [s for s in standby.standbys() if s["pid"] != pid], "the successor standby")
     assert successor[0]["server_pid"] == os.getpid()
+    # The successor prepares for the training just run: the next one is most often the same, other weights aside.
+    assert successor[0]["warm"] == {"config": long_config().to_dict(), "data": str(data)}
     wait_until(lambda: not runs.process_alive(pid), "the used standby to exit")
+
+
+@pytest.mark.slow
+def test_a_standby_traces_the_expected_training_and_its_job_starts_with_that_model(standbys_on, tmp_path):
+    from utkface_core.data.demo import generate_demo_dataset
+
+    data = generate_demo_dataset(tmp_path / "demo", n=60, seed=0)
+    expected = {"config": long_config().to_dict(), "data": str(data)}
+    pid = standby._spawn(os.getpid(), standby.fingerprint(), expected)
+    wait_until(lambda: standby.standbys() and standby.standbys()[0].get("tracing") is False, "the model traced ahead")
+    other_weights = {**long_config().to_dict(), "loss_weights": {"age": 1.0, "gender": 2.0, "race": 0.5}}
+    job = start_training_job(TrainConfig.from_dict(other_weights), data, owner="alice")
+    wait_until(lambda: jobs.load_job(job.dir).phase in ("training", "validating"), "the training to start")
+    assert jobs.load_job(job.dir).status["pid"] == pid
+    messages = [str(e.get("message")) for e in runs.read_events(job.dir)[0]]
+    assert any("traced ahead" in m for m in messages), messages
+    jobs.request_stop(jobs.load_job(job.dir), "alice")
+    ended = wait_until(lambda: (j := jobs.load_job(job.dir)) is not None and not j.active and j, "the job to end")
+    assert ended.state == "stopped"
+    assert runs.read_json(job.dir / runs.CONFIG_FILE)["loss_weights"] == other_weights["loss_weights"]
+
+
+def test_a_successor_prepares_for_the_training_just_run_else_what_its_parent_expected(tmp_path):
+    expected = {"config": TrainConfig().to_dict(), "data": "demo"}
+    train_job, eval_job = tmp_path / "train", tmp_path / "eval"
+    for folder, spec in (
+        (train_job, {"kind": "train", "args": {"config": long_config().to_dict(), "data": "/data/x"}}),
+        (eval_job, {"kind": "evaluate", "args": {"run_dir": "/runs/r"}}),
+    ):
+        folder.mkdir()
+        runs.write_json_atomic(folder / runs.JOB_FILE, spec)
+    assert standby._next_training(train_job, expected) == {"config": long_config().to_dict(), "data": "/data/x"}
+    assert standby._next_training(eval_job, expected) == expected
+    assert standby._next_training(tmp_path / "gone", None) is None
 
 
 def test_an_idle_standby_ends_with_its_server(standbys_on):

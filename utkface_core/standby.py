@@ -7,9 +7,15 @@ starting a fresh worker only when there is none or the standby does not take the
 A standby runs one job, starts its successor and exits, so each job still gets a process of its own. An idle
 standby exits when the server process that started it is gone, or after ``IDLE_EXIT_S``.
 
+Once its imports are done, a standby also decodes the data of the training it expects and traces that training's
+model (``workflow.warm_training``): the Train page's default on the demo set for the first, the last training's
+configuration and data for a successor (the next training is most often the same with other loss weights). A job
+of that configuration then starts with its first batch; any other job ignores the traced model.
+
 The pool folder (``jobs_root()/standby``) holds, per standby process ``<pid>``:
 
-- ``<pid>.json``: ``{"pid", "fingerprint", "server_pid", "state": "starting" | "warming" | "ready", "started"}``;
+- ``<pid>.json``: ``{"pid", "fingerprint", "server_pid", "state": "starting" | "warming" | "ready", "started",
+  "warm"}``, ``warm`` being the training it prepares for (``{"config", "data"}``; None: the Train page's default);
 - ``<pid>.lock``: ``flock``-ed for the whole life of the process (taken by the spawner and inherited, so the lock
   is held from the first instant; a lock that can be taken means the process is gone);
 - ``<pid>.job``: a handoff, the job folder as JSON, written by ``offer``;
@@ -125,8 +131,8 @@ def standbys(*, any_fingerprint: bool = False, of: str | None = None) -> list[di
         if not isinstance(info, dict):
             continue
         if not _alive(pid):
-            if info.get("state") != "ready":
-                _note_failure(pid)
+            if info.get("state") != "ready" or info.get("tracing"):
+                _note_failure(pid)  # died before it could serve (while importing, decoding or tracing)
             _forget(pid)
             continue
         if any_fingerprint or info.get("fingerprint") == mine:
@@ -191,8 +197,11 @@ def _end(pid: int) -> None:
     _forget(pid)
 
 
-def _spawn(server_pid: int, serves: str) -> int:
-    """Start ``python -m utkface_core standby`` holding its pool lock from the first instant; return its pid."""
+def _spawn(server_pid: int, serves: str, warm: dict[str, Any] | None = None) -> int:
+    """Start ``python -m utkface_core standby`` holding its pool lock from the first instant; return its pid.
+
+    ``warm``: the training it prepares for, ``{"config": TrainConfig dict, "data": source}`` (None: the default).
+    """
     root = pool_dir()
     token = f".spawn-{os.getpid()}-{time.monotonic_ns()}"
     lock_path = root / f"{token}.lock"
@@ -226,6 +235,7 @@ def _spawn(server_pid: int, serves: str) -> int:
                 "server_pid": server_pid,
                 "state": "starting",
                 "started": time.time(),
+                "warm": warm,
             },
         )
         jobs.adopt_child(proc)
@@ -271,6 +281,8 @@ class _Standby:
         self.server_pid = server_pid
         self.job_dir: Path | None = None
         self.serves: str | None = None
+        self.expects: dict[str, Any] | None = None  # the training to prepare for (None: the Train page's default)
+        self.warm: Any = None  # its model, traced ahead (trainer.WarmModel)
         self.claimed = threading.Event()
         self.started = threading.Event()  # the worker's own heartbeat runs from here on
         self.born = time.monotonic()
@@ -309,12 +321,16 @@ class _Standby:
         while not self.paths["json"].exists() and time.monotonic() < deadline:
             time.sleep(POLL_S / 5)
         # The fingerprint stays the spawner's: the server environment this process (and its successor) serves.
-        self.serves = (runs.read_json(self.paths["json"]) or {}).get("fingerprint")
+        info = runs.read_json(self.paths["json"]) or {}
+        self.serves = info.get("fingerprint")
+        self.expects = info.get("warm") if isinstance(info.get("warm"), dict) else None
         self._update(state="warming")
         threading.Thread(target=self.watch, name="standby-watch", daemon=True).start()
         _import_job_code()
         self._update(state="ready", ready_at=time.time())
-        _decode_ahead(self.claimed)
+        self._update(tracing=True)
+        self.warm = _prepare_ahead(self.expects, self.claimed)
+        self._update(tracing=False)
         self.claimed.wait()
         assert self.job_dir is not None
         _redirect_output(self.job_dir / "worker.log")
@@ -322,7 +338,7 @@ class _Standby:
 
         self.started.set()
         try:
-            code = worker.main(self.job_dir)
+            code = worker.main(self.job_dir, warm=self.warm)
         finally:
             _forget(self.pid)
             serves = self.serves
@@ -330,7 +346,7 @@ class _Standby:
                 try:
                     with jobs.file_lock(pool_dir() / ".pool.lock"):
                         if not any(not info["busy"] for info in standbys(of=serves)):
-                            _spawn(self.server_pid, serves)
+                            _spawn(self.server_pid, serves, _next_training(self.job_dir, self.expects))
                 except OSError as exc:
                     print(f"warning: could not start the next standby ({exc})", file=sys.stderr, flush=True)
         return code
@@ -344,27 +360,44 @@ def _import_job_code() -> None:
     import utkface_core.workflow  # noqa: F401
 
 
-def _decode_ahead(claimed: threading.Event) -> None:
-    """Decode the default data ahead of the first training, unless a job comes first."""
+def _next_training(job_dir: Path, expected: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a successor prepares for: the training just run (its config and data), else what this one expected."""
+    spec = runs.read_json(Path(job_dir) / runs.JOB_FILE)
+    if isinstance(spec, dict) and spec.get("kind") == "train":
+        args = spec.get("args") or {}
+        if isinstance(args.get("config"), dict) and isinstance(args.get("data"), str):
+            return {"config": args["config"], "data": args["data"]}
+    return expected
+
+
+def _prepare_ahead(expects: dict[str, Any] | None, claimed: threading.Event) -> Any:
+    """Decode the expected training's data and trace its model, unless a job comes first; the warm model or None."""
     try:
-        _decode_demo(claimed)
-    except Exception as exc:  # noqa: BLE001 - only a head start: the job decodes what it needs itself
-        print(f"warning: the standby could not decode the demo set ahead ({type(exc).__name__}: {exc})", flush=True)
+        return _warm(expects, claimed)
+    except Exception as exc:  # noqa: BLE001 - only a head start: the job decodes and builds what it needs itself
+        if not claimed.is_set():  # else the job's claim cancelled the decoding: nothing went wrong
+            print(f"warning: the standby could not prepare a training ahead ({type(exc).__name__}: {exc})", flush=True)
+        return None
 
 
-def _decode_demo(claimed: threading.Event) -> None:
-    # The Train page's default data and size: the first training then finds its images decoded (the cache is
-    # the same one prepare_training_data fills). The demo faces may still be being drawn: wait for them.
+def _warm(expects: dict[str, Any] | None, claimed: threading.Event) -> Any:
     from utkface_core.config import TrainConfig
     from utkface_core.data.demo import DemoBuild
     from utkface_core.data.sources import DEMO_N, DEMO_SEED
-    from utkface_core.workflow import prepare_config_data
+    from utkface_core.workflow import warm_training
 
-    deadline = time.monotonic() + DEMO_WAIT_S
-    while not DemoBuild(DEMO_N, DEMO_SEED).ready:
-        if claimed.wait(1.0) or time.monotonic() > deadline:
-            return
-    prepare_config_data(TrainConfig(), "demo", stop=claimed)
+    config = TrainConfig.from_dict(expects["config"]) if expects else TrainConfig()
+    data = expects["data"] if expects else "demo"
+    if data == "demo":
+        # The demo faces may still be being drawn (a fresh server): wait for them.
+        deadline = time.monotonic() + DEMO_WAIT_S
+        while not DemoBuild(DEMO_N, DEMO_SEED).ready:
+            if claimed.wait(1.0) or time.monotonic() > deadline:
+                return None
+    if claimed.is_set():
+        return None
+    # The cache is the one prepare_training_data fills: the job then finds its images decoded.
+    return warm_training(config, data, stop=claimed)
 
 
 def _redirect_output(log_path: Path) -> None:

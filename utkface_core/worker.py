@@ -97,8 +97,9 @@ class ControlReader:
 class Worker:
     """Runs one job folder; see the module docstring."""
 
-    def __init__(self, job_dir: str | Path) -> None:
+    def __init__(self, job_dir: str | Path, warm: Any = None) -> None:
         self.dir = Path(job_dir)
+        self.warm = warm  # a model traced ahead by a standby (trainer.WarmModel); used if the job's config fits
         spec = runs.read_json(self.dir / runs.JOB_FILE)
         if not isinstance(spec, dict) or spec.get("kind") not in jobs.WORKER_KINDS:
             raise jobs.JobError(f"{self.dir} holds no valid {runs.JOB_FILE}: not a job folder")
@@ -331,6 +332,7 @@ def _run_train(worker: Worker) -> tuple[str, str, dict | None]:
         loss_weights=weights,
         control=worker.control.poll,
         extra_config={"owner": worker.spec.get("owner"), "job": worker.dir.name},
+        warm=worker.warm,
     )
     worker._set(weights=weights.get(), auto=weights.auto)
     return result.state, result.message, {"state": result.state, "metrics": result.metrics}
@@ -386,7 +388,7 @@ DISPATCH: dict[str, Callable[[Worker], tuple[str, str, dict | None]]] = {
 }
 
 
-def main(job_dir: str | Path) -> int:
-    """Entry point of ``python -m utkface_core worker JOB_DIR``."""
+def main(job_dir: str | Path, warm: Any = None) -> int:
+    """Entry point of ``python -m utkface_core worker JOB_DIR`` (``warm``: a standby's model traced ahead)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return Worker(job_dir).run()
+    return Worker(job_dir, warm=warm).run()

@@ -144,10 +144,12 @@ def run_training(
     loss_weights: Any = None,
     control: Callable[[], dict | None] | None = None,
     extra_config: dict | None = None,
+    warm: Any = None,
 ) -> Any:
     """Prepare the data for ``config`` and train into ``run_dir`` (a new run folder when None); return the TrainResult.
 
-    ``control`` and ``extra_config`` are passed to ``trainer.train`` (live weight requests; extra config fields).
+    ``control``, ``extra_config`` and ``warm`` are passed to ``trainer.train`` (live weight requests; extra config
+    fields; a model traced ahead by ``warm_training``).
     """
     from utkface_core import runs
     from utkface_core.training.trainer import train
@@ -159,7 +161,7 @@ def run_training(
         emit({"kind": "decode", "done": done, "total": total})
 
     prepared = prepare_config_data(config, data, progress=decoded, stop=stop_event)
-    config = dataclasses.replace(config, data_source=str(data), data_fingerprint=prepared.fingerprint)
+    config = _job_config(config, data, prepared)
     run_dir = Path(run_dir) if run_dir is not None else runs.create_run_dir()
     if prepared.excluded:
         emit({"kind": "status", "message": f"{len(prepared.excluded)} images could not be decoded and were left out"})
@@ -174,7 +176,27 @@ def run_training(
         loss_weights=loss_weights,
         control=control,
         extra_config=extra_config,
+        warm=warm,
     )
+
+
+def _job_config(config: Any, data: str | Path, prepared: TrainingData) -> Any:
+    # What the trainer is given: the config with its data named and fingerprinted (config.json says what was used).
+    return dataclasses.replace(config, data_source=str(data), data_fingerprint=prepared.fingerprint)
+
+
+def warm_training(config: Any, data: str | Path, *, stop: threading.Event | None = None) -> Any:
+    """Decode the data of ``config`` and trace its model ahead (``trainer.warm_up``); None if ``stop`` came first.
+
+    ``run_training`` of the same configuration and data given the result starts with its first batch.
+    """
+    from utkface_core.training.trainer import warm_up
+
+    config.validate()
+    prepared = prepare_config_data(config, data, stop=stop)
+    if stop is not None and stop.is_set():
+        return None
+    return warm_up(_job_config(config, data, prepared), prepared.images, prepared.frame, prepared.split)
 
 
 def start_training_job(

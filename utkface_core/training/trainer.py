@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import threading
@@ -107,6 +108,149 @@ def _make_optimizer(preset: str, learning_rate: float) -> keras.optimizers.Optim
     return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=spec.weight_decay)
 
 
+def _split_rows(config: TrainConfig, labels: np.ndarray) -> tuple[dict[str, np.ndarray], tuple[str, ...], np.ndarray]:
+    """The rows of each split, the splits trained on and their rows."""
+    idx = {name: np.flatnonzero(labels == name) for name in SPLITS}
+    # The "final" split trains on train + valid (settings were chosen on valid beforehand); test is never trained on.
+    trained_on = ("train", "valid") if config.split_method in TRAINS_ON_VALID else ("train",)
+    return idx, trained_on, np.concatenate([idx[name] for name in trained_on])
+
+
+def _age_loss(config: TrainConfig) -> str:
+    return PRESET_SPECS[config.preset].age_loss if config.age_loss is None else config.age_loss
+
+
+def _mixup_alpha(config: TrainConfig) -> float:
+    return PRESET_SPECS[config.preset].mixup_alpha if config.mixup_alpha is None else float(config.mixup_alpha)
+
+
+def _build(config: TrainConfig, weights: LossWeights, race_prior: np.ndarray) -> tuple[keras.Model, MultiTaskModel]:
+    """The network and its compiled training wrapper for ``config``."""
+    spec = PRESET_SPECS[config.preset]
+    age_loss = _age_loss(config)
+    strategy = make_strategy(config.strategy)
+    with strategy.scope():
+        net = build_model(
+            config.preset,
+            config.resolved_image_size(),
+            float(config.max_age),
+            min_age=float(config.min_age),
+            age_loss=age_loss,
+        )
+        model = MultiTaskModel(
+            net,
+            weights,
+            age_loss=age_loss,
+            label_smoothing=spec.label_smoothing,
+            race_prior=race_prior,
+            race_tau=spec.race_tau,
+        )
+        optimizer = _make_optimizer(config.preset, config.resolved_learning_rate())
+        if isinstance(optimizer, keras.optimizers.AdamW):
+            optimizer.exclude_from_weight_decay(var_list=[model.log_vars])
+        model.compile(optimizer=optimizer)
+    return net, model
+
+
+def _datasets(
+    config: TrainConfig, images: np.ndarray, frame: pd.DataFrame, train_idx: np.ndarray, valid_idx: np.ndarray
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The training and validation pipelines of ``config`` over the given rows."""
+    columns = {c: frame[c].to_numpy() for c in HEADS}
+    feed = None if PRESET_SPECS[config.preset].in_memory else False  # None: in memory when the rows fit
+    train_ds = make_dataset(
+        images,
+        train_idx,
+        columns["age"],
+        columns["gender"],
+        columns["race"],
+        config.batch_size,
+        training=True,
+        seed=config.seed,
+        augment=config.augment,
+        in_memory=feed,
+        mixup_alpha=_mixup_alpha(config),
+    )
+    valid_ds = make_dataset(
+        images,
+        valid_idx,
+        columns["age"],
+        columns["gender"],
+        columns["race"],
+        max(config.batch_size, 128),
+        training=False,
+        in_memory=feed,
+    )
+    return train_ds, valid_ds
+
+
+# Fields that change neither the model, its optimizer nor its traced steps: a warm model serves any value of them.
+RUNTIME_FIELDS: tuple[str, ...] = ("epochs", "time_budget_s", "early_stopping_patience", "loss_weights", "data_source")
+
+
+def _warm_key(config: TrainConfig, race_prior: np.ndarray) -> str:
+    fields = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
+    # Defaults left to the preset and the same values spelled out build the same model.
+    fields.update(
+        image_size=config.resolved_image_size(),
+        learning_rate=config.resolved_learning_rate(),
+        age_loss=_age_loss(config),
+        mixup_alpha=_mixup_alpha(config),
+    )
+    return json.dumps([fields, np.asarray(race_prior).tolist()], sort_keys=True)
+
+
+@dataclass
+class WarmModel:
+    """A model built as ``train`` would build it for one configuration and data, its steps traced ahead.
+
+    Tracing the training step (thousands of ops) takes about 2 s, most of a later training's time to first batch:
+    a standby worker pays it while nobody waits (``warm_up``). The model is used once, reset to its initial state.
+    """
+
+    key: str
+    net: keras.Model
+    model: MultiTaskModel
+    initial: list[tuple[Any, np.ndarray]]
+    used: bool = False
+
+    def take(self, weights: LossWeights) -> tuple[keras.Model, MultiTaskModel]:
+        """The network and model, reset to their initial state and bound to ``weights``; only once."""
+        if self.used:
+            raise RuntimeError("a warm model serves one training only")
+        self.used = True
+        for variable, value in self.initial:
+            variable.assign(value)
+        self.model.reset_metrics()
+        self.model.loss_weights_ref = weights
+        strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+        weights.bind(self.model.fixed_weights, self.model.log_vars, self.model.auto_flag, strategy)
+        return self.net, self.model
+
+
+def warm_up(config: TrainConfig, images: np.ndarray, frame: pd.DataFrame, split: pd.Series) -> WarmModel:
+    """Build the model ``train`` would build for these arguments and trace its training and validation steps.
+
+    One training batch and one validation batch run (on a copy of the initial state, restored afterwards), so a
+    ``train`` given the result starts with its first batch. Raises as ``train`` does for bad arguments.
+    """
+    config.validate()
+    idx, _, train_idx = _split_rows(config, _check_inputs(config, images, frame, split))
+    race_prior = _race_prior(frame["race"].to_numpy(), train_idx)
+    keras.utils.set_random_seed(config.seed)
+    net, model = _build(config, LossWeights(config.loss_weights), race_prior)
+    model.optimizer.build(model.trainable_variables)
+    initial = [(v, np.array(v.numpy())) for v in [*model.variables, *model.optimizer.variables]]
+    # One batch of each: the steps are traced for any batch size (Keras traces them on the dataset's iterator).
+    train_ds, valid_ds = _datasets(
+        config, images, frame, train_idx[: config.batch_size], idx["valid"][: max(config.batch_size, 128)]
+    )
+    model.fit(train_ds, validation_data=valid_ds, epochs=1, shuffle=False, verbose=0)
+    for variable, value in initial:
+        variable.assign(value)
+    return WarmModel(_warm_key(config, race_prior), net, model, initial)
+
+
 def _race_prior(races: np.ndarray, rows: np.ndarray) -> np.ndarray:
     # Add-one counts: a class missing from a small training set still gets a finite log prior.
     return np.bincount(np.asarray(races)[rows].astype(int), minlength=5) + 1.0
@@ -168,6 +312,7 @@ def train(
     loss_weights: LossWeights | None = None,
     control: Callable[[], dict | None] | None = None,
     extra_config: dict[str, Any] | None = None,
+    warm: WarmModel | None = None,
 ) -> TrainResult:
     """Train per ``config`` into ``run_dir`` and return the outcome; never raises once the run has started.
 
@@ -177,7 +322,8 @@ def train(
 
     ``control()`` is polled before every batch for live loss-weight requests (see ``LiveControl``); each change
     is reported as a ``weight_change`` event and logged in history.csv and metrics.json. ``extra_config`` is
-    merged into config.json (e.g. the owner of the run).
+    merged into config.json (e.g. the owner of the run). ``warm`` (from ``warm_up``) is used instead of a new
+    model when it was made for the same configuration and data; otherwise it is ignored.
     """
     config.validate()
     labels = _check_inputs(config, images, frame, split)
@@ -188,14 +334,11 @@ def train(
     emit = report if report is not None else (lambda event: None)
     size = config.resolved_image_size()
     lr = config.resolved_learning_rate()
-    idx = {name: np.flatnonzero(labels == name) for name in SPLITS}
-    # The "final" split trains on train + valid (settings were chosen on valid beforehand); test is never trained on.
-    trained_on = ("train", "valid") if config.split_method in TRAINS_ON_VALID else ("train",)
-    train_idx = np.concatenate([idx[name] for name in trained_on])
+    idx, trained_on, train_idx = _split_rows(config, labels)
 
     spec = PRESET_SPECS[config.preset]
-    age_loss = spec.age_loss if config.age_loss is None else config.age_loss
-    mixup_alpha = spec.mixup_alpha if config.mixup_alpha is None else float(config.mixup_alpha)
+    age_loss = _age_loss(config)
+    mixup_alpha = _mixup_alpha(config)
 
     saved_config = config.to_dict()
     saved_config.update(
@@ -226,50 +369,14 @@ def train(
     history_path = run_dir / runs.HISTORY_FILE
     state, message, metrics = "failed", "", None
     try:
+        race_prior = _race_prior(frame["race"].to_numpy(), train_idx)
         keras.utils.set_random_seed(config.seed)
-        strategy = make_strategy(config.strategy)
-        with strategy.scope():
-            net = build_model(
-                config.preset, size, float(config.max_age), min_age=float(config.min_age), age_loss=age_loss
-            )
-            model = MultiTaskModel(
-                net,
-                weights,
-                age_loss=age_loss,
-                label_smoothing=spec.label_smoothing,
-                race_prior=_race_prior(frame["race"].to_numpy(), train_idx),
-                race_tau=spec.race_tau,
-            )
-            optimizer = _make_optimizer(config.preset, lr)
-            if isinstance(optimizer, keras.optimizers.AdamW):
-                optimizer.exclude_from_weight_decay(var_list=[model.log_vars])
-            model.compile(optimizer=optimizer)
-
-        columns = {c: frame[c].to_numpy() for c in HEADS}
-        feed = None if spec.in_memory else False  # None: in memory when the rows fit (pipeline.IN_MEMORY_LIMIT_BYTES)
-        train_ds = make_dataset(
-            images,
-            train_idx,
-            columns["age"],
-            columns["gender"],
-            columns["race"],
-            config.batch_size,
-            training=True,
-            seed=config.seed,
-            augment=config.augment,
-            in_memory=feed,
-            mixup_alpha=mixup_alpha,
-        )
-        valid_ds = make_dataset(
-            images,
-            idx["valid"],
-            columns["age"],
-            columns["gender"],
-            columns["race"],
-            max(config.batch_size, 128),
-            training=False,
-            in_memory=feed,
-        )
+        if warm is not None and warm.key == _warm_key(config, race_prior):
+            net, model = warm.take(weights)
+            emit({"kind": "status", "state": "running", "message": "using the model traced ahead (standby)"})
+        else:
+            net, model = _build(config, weights, race_prior)
+        train_ds, valid_ds = _datasets(config, images, frame, train_idx, idx["valid"])
         steps = math.ceil(len(train_idx) / config.batch_size)
 
         progress = ProgressCallback(
