@@ -32,21 +32,47 @@ PRESET_BATCH_TEXT = "preset default"
 # A training's starting weights by default (the tutorial's), from the config: this page never loads TensorFlow.
 DEFAULT_WEIGHTS = TrainConfig().loss_weights
 
+# Watching a training costs the server and the browser CPU that the worker would otherwise have (2 cores): each
+# fragment run is a script run on the server (with a full garbage collection) and a re-render in the browser, and
+# each curve redraw a Plotly layout of five charts (~250 ms of browser CPU). So the live section refreshes every
+# LIVE_PROGRESS_S (progress about every second or two), and its curves change at most every LIVE_CURVES_S and only
+# when an epoch or a weight change arrived: otherwise it re-sends the very same figures, which the browser does
+# not redraw.
+LIVE_PROGRESS_S = 2.0
 LIVE_CURVES_S = 5.0
+
+
+def curve_events(events: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The epoch and weight-change events of a run: all its curves are drawn from these."""
+    epochs_seen = [e for e in events if e.get("kind") == "epoch"]
+    changes = [e for e in events if e.get("kind") == "weight_change"]
+    return epochs_seen, changes
 
 
 # cache_resource, not cache_data: the same Figure objects, never copied. st.plotly_chart only reads them (to_dict);
 # a cache_data copy would be re-validated by plotly on every draw (53 ms a page run against 4 ms, measured).
 @st.cache_resource(max_entries=16, show_spinner=False)
-def live_figures(run_dir: str, slot: str, _events: list[dict]) -> dict:
-    """The live curves of a run (Plotly figures, never mutated), built once per run and ``slot``."""
-    epochs_seen = [e for e in _events if e.get("kind") == "epoch"]
-    changes = [e for e in _events if e.get("kind") == "weight_change"]
+def live_figures(run_dir: str, version: tuple[int, int], _epochs: list[dict], _changes: list[dict]) -> dict:
+    """The curves of a run (Plotly figures, never mutated) from its first ``version`` = (epochs, weight changes)
+    events: events.jsonl is append-only, so a run and a version always name the same curves."""
+    epochs_seen, changes = _epochs[: version[0]], _changes[: version[1]]
     history = charts.history_frame(epochs_seen)
     figures = {metric: charts.metric_curve(history, metric, changes=changes) for metric in charts.CURVES}
     figures["losses"] = charts.losses_curve(history)
     figures["weights"] = charts.weights_curve(history, changes=changes)
     return figures
+
+
+def shown_version(run_dir: str, newest: tuple[int, int], live: bool) -> tuple[int, int]:
+    """The curves' version to show: the ``newest``, but while the run is live at most one change every
+    LIVE_CURVES_S (this session's last drawn version is kept in its state)."""
+    drawn = st.session_state.get("_train_curves")  # (run folder, version, monotonic time drawn)
+    now = time.monotonic()
+    if drawn is not None and drawn[0] == run_dir:
+        if drawn[1] == newest or (live and now - drawn[2] < LIVE_CURVES_S):
+            return drawn[1]
+    st.session_state["_train_curves"] = (run_dir, newest, now)
+    return newest
 
 
 ensure_shell()
@@ -184,7 +210,7 @@ with train_tab:
         if current is not None and jobs.request_stop(current, owner_token(), admin=is_admin()):
             st.toast("Stopping at the end of the current batch; the best weights are kept.")
 
-    @st.fragment(run_every=1.0 if busy else None)
+    @st.fragment(run_every=LIVE_PROGRESS_S if busy else None)
     def live_section() -> None:
         current = shown_job()
         live = current is not None and current.active
@@ -192,11 +218,6 @@ with train_tab:
         if live:
             seed_from_job(current)
 
-        st.subheader("Loss weights")
-        st.caption(
-            "Total loss = Σ weight × head loss. Sliders act on your running training at its next batch. "
-            "Auto learns the weights from each head's uncertainty (Kendall et al., 2018)."
-        )
         reason = None
         if live and not controllable:
             reason = "This training belongs to another visitor: only they can change its weights."
@@ -267,12 +288,10 @@ with train_tab:
                 icon=":material/warning:",
             )
         events = runs.read_events(current.dir)[0]
-        epochs_seen = [e for e in events if e.get("kind") == "epoch"]
+        epochs_seen, changes = curve_events(events)
         if epochs_seen:
-            # While training, the curves change at most every LIVE_CURVES_S (the progress above, every second):
-            # redrawing five charts every second in the browser took ~15 % of the training's speed on 2 cores.
-            slot = f"live-{int(time.time() // LIVE_CURVES_S)}" if live else f"final-{len(events)}"
-            figures = live_figures(str(current.dir), slot, events)
+            version = shown_version(str(current.dir), (len(epochs_seen), len(changes)), live)
+            figures = live_figures(str(current.dir), version, epochs_seen, changes)
             c = st.columns(3)
             for col, metric in zip(c, charts.CURVES, strict=False):
                 col.plotly_chart(figures[metric], key=f"live_{metric}")
@@ -359,6 +378,12 @@ with train_tab:
     for note in limit_notes:
         st.caption(f":material/info: {note}")
 
+    # Static text stays out of the fragments: what a fragment run re-sends, the browser renders again.
+    st.subheader("Loss weights")
+    st.caption(
+        "Total loss = Σ weight × head loss. Sliders act on your running training at its next batch. "
+        "Auto learns the weights from each head's uncertainty (Kendall et al., 2018)."
+    )
     live_section()
 
     st.subheader("Runs")

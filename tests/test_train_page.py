@@ -217,3 +217,52 @@ def test_the_train_page_draws_without_importing_tensorflow(app_dir):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _epoch(run_dir, epoch: int) -> None:
+    logs = {"loss": 1.0 / (epoch + 1), "age_mae": 10.0 - epoch, "val_age_mae": 11.0 - epoch}
+    runs.append_event(run_dir, {"kind": "epoch", "epoch": epoch, "logs": logs, "weights": {"age": 2.0}})
+
+
+def _curve_specs(at: AppTest) -> list[str]:
+    return [chart.proto.spec for chart in at.get("plotly_chart")]
+
+
+def _epochs_drawn(spec: str) -> list[int]:
+    """The epochs on a curve's x axis (plotly sends numbers as a base64 typed array: {"dtype", "bdata"})."""
+    import base64
+    import json
+
+    import numpy as np
+
+    x = json.loads(spec)["data"][0]["x"]
+    return [int(v) for v in (np.frombuffer(base64.b64decode(x["bdata"]), x["dtype"]) if isinstance(x, dict) else x)]
+
+
+def test_live_curves_are_resent_unchanged_until_an_epoch_arrives_and_then_at_most_every_few_seconds(demo_runs):
+    # The browser redraws a Plotly chart only when its figure changed: watching must not redraw five charts per run.
+    job = jobs.submit_job("train", {}, "me", label="a live run", spawn=False)  # active, this process its worker
+    runs.write_status(job.dir, "running", phase="training")
+    _epoch(job.dir, 0)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["_owner_token"] = "me"
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    first = _curve_specs(at)
+    assert len(first) == 5
+    assert _curve_specs(at.run()) == first  # nothing new: the very same figures
+
+    _epoch(job.dir, 1)
+    assert _curve_specs(at.run()) == first  # a new epoch right after a draw waits (LIVE_CURVES_S)
+    run_dir, version, _ = at.session_state["_train_curves"]
+    at.session_state["_train_curves"] = (run_dir, version, float("-inf"))  # as if the last draw were long ago
+    second = _curve_specs(at.run())
+    assert _epochs_drawn(first[0]) == [1] and _epochs_drawn(second[0]) == [1, 2]
+    assert _curve_specs(at.run()) == second
+
+    _epoch(job.dir, 2)
+    runs.write_status(job.dir, "completed", "done")  # an ended run shows its final curves at once
+    final = _curve_specs(at.run())
+    assert not at.exception
+    assert _epochs_drawn(final[0]) == [1, 2, 3]
