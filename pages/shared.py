@@ -174,7 +174,8 @@ def app_pages() -> list:
 
 def run_app() -> None:
     """The whole app: page config, the menu, the data sidebar, the chosen page and its shareable link."""
-    st.set_page_config(page_title="UTKFace multi-task lab", page_icon=":material/face:", layout="wide")
+    # An emoji icon is drawn in the browser; a ":material/...:" one is fetched from fonts.gstatic.com by every visitor.
+    st.set_page_config(page_title="UTKFace multi-task lab", page_icon="🧑", layout="wide")
     # Our own menu of page links: .streamlit/config.toml sets client.showSidebarNavigation = false, which
     # hides the menu Streamlit would build from the files of pages/ on a fresh server's first visit (it
     # listed "streamlit app" and "shared"). st.navigation still routes the pages and their URLs.

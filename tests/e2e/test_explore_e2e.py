@@ -63,3 +63,14 @@ def test_switching_source_demo_folder_demo_keeps_the_filters(page, app_url):
     value = page.get_by_test_id("stMetric").filter(has_text="Images shown").get_by_test_id("stMetricValue")
     expect(value).to_have_text(f"{shown:,}")
     expect(page).to_have_url(re.compile(r"age=20&age=40.*gender=female|gender=female.*age=20&age=40"))
+
+
+def test_the_app_requests_nothing_from_other_hosts(page, app_url):
+    # A visitor's browser talks to this server only: no fonts, icons or scripts from a CDN (a shared link must
+    # not hand its visitors to third parties, and an offline classroom has none).
+    elsewhere = []
+    page.on("request", lambda request: None if request.url.startswith(app_url) else elsewhere.append(request.url))
+    page.goto(app_url)
+    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=120_000)
+    wait_for_app_run(page)
+    assert elsewhere == []
