@@ -33,13 +33,13 @@ PRESET_BATCH_TEXT = "preset default"
 DEFAULT_WEIGHTS = TrainConfig().loss_weights
 
 # Watching a training costs the server and the browser CPU that the worker would otherwise have (2 cores): each
-# fragment run is a script run on the server (with a full garbage collection) and a re-render in the browser, and
+# fragment run is a script run on the server and a re-render in the browser, and
 # each curve redraw a Plotly layout of five charts (~250 ms of browser CPU). So the live section refreshes every
 # LIVE_PROGRESS_S (progress about every second or two), and its curves change at most every LIVE_CURVES_S and only
 # when an epoch or a weight change arrived: otherwise it re-sends the very same figures, which the browser does
 # not redraw.
 LIVE_PROGRESS_S = 2.0
-LIVE_CURVES_S = 5.0
+LIVE_CURVES_S = 10.0
 
 
 def curve_events(events: list[dict]) -> tuple[list[dict], list[dict]]:
