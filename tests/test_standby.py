@@ -229,6 +229,7 @@ def test_an_idle_standby_ends_with_its_server(standbys_on):
         server.wait()
     wait_until(lambda: not standby._alive(pid), "the standby to notice its server is gone", timeout=60)
     assert standby.standbys() == []
+    assert not (standby.pool_dir() / standby.FAILED_MARK).exists()  # a clean end, not a failure
 
 
 def test_this_servers_standby_of_older_code_is_ended_and_replaced(standbys_on):

@@ -309,6 +309,7 @@ class _Standby:
                         self.claimed.set()
                         break
             if not runs.process_alive(self.server_pid) or time.monotonic() - self.born > IDLE_EXIT_S:
+                _forget(self.pid)  # a clean end, not a failure to note
                 os._exit(0)  # an idle standby never outlives its server
             time.sleep(POLL_S)
         while not self.started.wait(HEARTBEAT_S):
@@ -328,8 +329,11 @@ class _Standby:
         threading.Thread(target=self.watch, name="standby-watch", daemon=True).start()
         _import_job_code()
         self._update(state="ready", ready_at=time.time())
-        self._update(tracing=True)
-        self.warm = _prepare_ahead(self.expects, self.claimed)
+        config, data = _expected_training(self.expects)
+        if data != "demo" or _demo_drawn(self.claimed):
+            # "tracing": busy preparing; a standby that dies now could not serve (see standbys).
+            self._update(tracing=True)
+            self.warm = _prepare_ahead(config, data, self.claimed)
         self._update(tracing=False)
         self.claimed.wait()
         assert self.job_dir is not None
@@ -370,34 +374,41 @@ def _next_training(job_dir: Path, expected: dict[str, Any] | None) -> dict[str, 
     return expected
 
 
-def _prepare_ahead(expects: dict[str, Any] | None, claimed: threading.Event) -> Any:
+def _expected_training(expects: dict[str, Any] | None) -> tuple[Any, str]:
+    """The configuration and data source a standby prepares for (the Train page's default on the demo set if None)."""
+    from utkface_core.config import ConfigError, TrainConfig
+
+    if expects:
+        try:
+            return TrainConfig.from_dict(expects["config"]).validate(), str(expects["data"])
+        except (ConfigError, KeyError, TypeError) as exc:  # written by this package; a damaged file is no reason to die
+            print(f"warning: ignored the expected training ({type(exc).__name__}: {exc})", flush=True)
+    return TrainConfig(), "demo"
+
+
+def _demo_drawn(claimed: threading.Event) -> bool:
+    """Wait until the demo faces are drawn (a fresh server draws them in the background); False if a job came first."""
+    from utkface_core.data.demo import DemoBuild
+    from utkface_core.data.sources import DEMO_N, DEMO_SEED
+
+    deadline = time.monotonic() + DEMO_WAIT_S
+    while not DemoBuild(DEMO_N, DEMO_SEED).ready:
+        if claimed.wait(1.0) or time.monotonic() > deadline:
+            return False
+    return not claimed.is_set()
+
+
+def _prepare_ahead(config: Any, data: str, claimed: threading.Event) -> Any:
     """Decode the expected training's data and trace its model, unless a job comes first; the warm model or None."""
+    from utkface_core.workflow import warm_training
+
     try:
-        return _warm(expects, claimed)
+        # The cache is the one prepare_training_data fills: the job then finds its images decoded.
+        return warm_training(config, data, stop=claimed)
     except Exception as exc:  # noqa: BLE001 - only a head start: the job decodes and builds what it needs itself
         if not claimed.is_set():  # else the job's claim cancelled the decoding: nothing went wrong
             print(f"warning: the standby could not prepare a training ahead ({type(exc).__name__}: {exc})", flush=True)
         return None
-
-
-def _warm(expects: dict[str, Any] | None, claimed: threading.Event) -> Any:
-    from utkface_core.config import TrainConfig
-    from utkface_core.data.demo import DemoBuild
-    from utkface_core.data.sources import DEMO_N, DEMO_SEED
-    from utkface_core.workflow import warm_training
-
-    config = TrainConfig.from_dict(expects["config"]) if expects else TrainConfig()
-    data = expects["data"] if expects else "demo"
-    if data == "demo":
-        # The demo faces may still be being drawn (a fresh server): wait for them.
-        deadline = time.monotonic() + DEMO_WAIT_S
-        while not DemoBuild(DEMO_N, DEMO_SEED).ready:
-            if claimed.wait(1.0) or time.monotonic() > deadline:
-                return None
-    if claimed.is_set():
-        return None
-    # The cache is the one prepare_training_data fills: the job then finds its images decoded.
-    return warm_training(config, data, stop=claimed)
 
 
 def _redirect_output(log_path: Path) -> None:
