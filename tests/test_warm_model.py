@@ -11,32 +11,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.test_training import SIZE, _data  # noqa: E402 - the same tiny seeded data set
 from utkface_core.config import TrainConfig  # noqa: E402
 from utkface_core.training import trainer  # noqa: E402
 from utkface_core.training.lossweights import LossWeights, MultiTaskModel  # noqa: E402
-
-SIZE = 32
 
 
 @pytest.fixture(autouse=True)
 def small_fast_net(monkeypatch):
     monkeypatch.setattr("utkface_core.training.model.FAST_STAGES", ((8, 1), (16, 1)))
-
-
-def _data(n: int = 40):
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
-    frame = pd.DataFrame(
-        {
-            "path": [f"/data/{i}.jpg" for i in range(n)],
-            "file": [f"{i}.jpg" for i in range(n)],
-            "age": rng.integers(10, 66, n),
-            "gender": rng.integers(0, 2, n),
-            "race": rng.integers(0, 5, n),
-        }
-    )
-    split = pd.Series(["train"] * 24 + ["valid"] * 8 + ["test"] * (n - 32), index=frame.index)
-    return images, frame, split
 
 
 def _config(**overrides) -> TrainConfig:
@@ -68,7 +51,7 @@ def test_a_warm_model_starts_where_a_freshly_built_one_starts():
 
 def test_train_uses_a_matching_warm_model_without_tracing_again(tmp_path, monkeypatch):
     images, frame, split = _data()
-    config = _config(batch_size=6)  # 32 rows trained on: the last batch (2) is smaller than the one traced ahead
+    config = _config(batch_size=6)  # 40 rows trained on: the last batch (4) is smaller than the one traced ahead
     warm = trainer.warm_up(config, images, frame, split)
 
     def no_build(*args, **kwargs):
