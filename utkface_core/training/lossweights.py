@@ -185,14 +185,18 @@ class MultiTaskModel(keras.Model):
         self.fixed_weights = self.add_weight(shape=(n,), initializer="ones", trainable=False, name="fixed_weights")
         self.log_vars = self.add_weight(shape=(n,), initializer="zeros", trainable=True, name="log_vars")
         self.auto_flag = self.add_weight(shape=(), initializer="zeros", trainable=False, name="auto_flag")
-        self.loss_weights_ref = loss_weights
-        strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
-        loss_weights.bind(self.fixed_weights, self.log_vars, self.auto_flag, strategy)
+        self.use_loss_weights(loss_weights)
         self.head_trackers = [keras.metrics.Mean(name=f"{h}_loss") for h in HEADS]
         self.weight_trackers = [LastValue(name=f"w_{h}") for h in HEADS]
         self.age_mae = keras.metrics.MeanAbsoluteError(name="age_mae")
         self.gender_accuracy = keras.metrics.CategoricalAccuracy(name="gender_accuracy")
         self.race_accuracy = keras.metrics.CategoricalAccuracy(name="race_accuracy")
+
+    def use_loss_weights(self, loss_weights: LossWeights) -> None:
+        """Train with ``loss_weights`` from now on: its values go into this model's weight variables."""
+        self.loss_weights_ref = loss_weights
+        strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+        loss_weights.bind(self.fixed_weights, self.log_vars, self.auto_flag, strategy)
 
     def call(self, inputs: Any, training: bool = False) -> Any:
         if self._dist_net is not None:

@@ -222,9 +222,7 @@ class WarmModel:
         for variable, value in self.initial:
             variable.assign(value)
         self.model.reset_metrics()
-        self.model.loss_weights_ref = weights
-        strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
-        weights.bind(self.model.fixed_weights, self.model.log_vars, self.model.auto_flag, strategy)
+        self.model.use_loss_weights(weights)
         return self.net, self.model
 
 
